@@ -1,0 +1,44 @@
+# Thin wrapper: every target brings up the virtualenv itself, so a fresh clone needs no other step.
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+MODEL    ?= kjv
+OUT      ?= build/verilog
+JOBS     ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup verilog sim test lint clean doctor
+
+help:  ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
+	@echo "  variables: MODEL=$(MODEL) OUT=$(OUT) JOBS=$(JOBS)"
+
+# Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "hardwire needs Python >= 3.11, found $$($(PYTHON) --version)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,fpga,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create/refresh the virtualenv in .venv (idempotent)
+
+doctor: setup  ## print every tool's version and whether it works
+	$(BIN)/hardwire doctor
+
+verilog: setup  ## generate RTL for the bundled default model into $(OUT)
+	$(BIN)/hardwire emit matvec $(MODEL) --out $(OUT)
+
+sim: setup  ## run the longer cocotb/Verilator sweeps (marker: slow)
+	$(BIN)/python -m pytest -n $(JOBS) -m slow
+
+test: setup  ## run the whole test suite on $(JOBS) workers
+	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+
+lint: setup  ## ruff over the code
+	$(BIN)/ruff check hardwire hdl gen sim tests scripts
+
+clean:  ## remove build output (keeps .venv)
+	rm -rf build sim_build .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Model loading (front ends), quantization, compilation, Verilog emission and reports."""

@@ -1,0 +1,11 @@
+"""hardwire: compile quantized Llama-style decoders into Verilog with the weights as mask-ROM constants.
+
+Subpackages:
+    hardwire.gen  model front ends, quantizer, compiler, Verilog emission, reports
+    hardwire.hdl  Amaranth components (never imports numpy or model code)
+    hardwire.sim  golden integer model, float reference, cocotb benches and Verilator runners
+"""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per ``hardwire`` subcommand (see :mod:`hardwire.cli`)."""

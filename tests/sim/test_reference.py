@@ -2,21 +2,15 @@
 
 import dataclasses
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from hardwire.errors import HardwireError
 from hardwire.gen.frontends import load_model
 from hardwire.sim.reference import LAYER_POINTS, FloatModel, observe_points
-
-# The model builders live beside the front-end tests (tests/gen), which conftest does not put on
-# sys.path for tests elsewhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
 from model_factory import tiny_hf_model
+
+from hardwire.errors import HardwireError
 
 # Odd shapes on purpose: 3 heads sharing 1 KV head, FFN and vocab not powers of two.
 SHAPES = {

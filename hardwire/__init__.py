@@ -1,4 +1,4 @@
-"""hardwire: compile quantized Llama-style decoders into Verilog with the weights as mask-ROM constants.
+"""hardwire: quantized Llama-style decoders compiled to Verilog, weights as mask-ROM constants.
 
 Subpackages:
     hardwire.gen  model front ends, quantizer, compiler, Verilog emission, reports

@@ -15,13 +15,13 @@ from .errors import HardwireError
 __all__ = ["main", "COMMANDS"]
 
 # Subcommands are listed here as they become real.
-COMMANDS = ["doctor"]
+COMMANDS = ["doctor", "inspect", "run", "quality"]
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hardwire",
-        description="Compile quantized Llama-style models into Verilog with weights as ROM constants.")
+        description="Compile quantized Llama-style models into Verilog with ROM-constant weights.")
     parser.add_argument("--version", action="version", version=f"hardwire {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show Python tracebacks instead of one-paragraph errors")

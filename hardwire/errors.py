@@ -1,4 +1,4 @@
-"""User-facing errors: one paragraph naming the problem, exit code 2, no traceback unless --debug."""
+"""User-facing errors: one paragraph naming the problem, exit code 2, no traceback (but --debug)."""
 
 __all__ = ["HardwireError", "ModelFormatError", "ConfigError", "ToolchainError"]
 

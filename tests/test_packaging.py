@@ -1,9 +1,8 @@
-"""The package mapping in pyproject.toml covers every code folder, and tools resolve from the venv."""
+"""pyproject's package mapping covers every code folder, and tools resolve from the venv."""
 
 import tomllib
 from pathlib import Path
 
-import hardwire
 from hardwire.toolchain import check_tools, tool_environment, verilator_root
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,13 @@
 """hardwire's native model file (``.hwq``): a :class:`QuantizedModel` stored exactly.
 
-The file is a valid safetensors file: integer tensors (weights, group multipliers, per-row ``M``
-and shift, norm gains, tables) plus float64 row scales, and one ``__metadata__`` entry,
-``"hardwire"``, holding JSON with the spec, formats, scalar constants, scales, the tokenizer and
-the format version. Tensors are sorted by name, JSON keys are sorted and nothing depends on the
-clock, so identical models give identical bytes. Reading never executes anything and checks every
-field; any problem raises :class:`ModelFormatError` naming the file and tensor or field.
+The file is a safetensors file written and read by the ``safetensors`` library: integer tensors
+(weights, group multipliers, per-row ``M`` and shift, norm gains, tables) plus float64 row scales,
+and one ``__metadata__`` entry, ``"hardwire"``, holding JSON with the spec, formats, scalar
+constants, scales, the tokenizer and the format version. The library lays tensors out by dtype
+and name, JSON keys are sorted and nothing depends on the clock, so identical models give
+identical bytes. The library checks the container; reading never executes anything and checks
+every tensor and field; any problem raises :class:`ModelFormatError` naming the file and tensor or
+field.
 
 Tensor names: ``{linear}.values`` (int8), ``.group_mult`` (int16, grouped tensors only), ``.M``,
 ``.shift`` (int64), ``.row_scale`` (float64) for "embed", "layers.{i}.w*" and "head" (a tied head
@@ -17,6 +19,8 @@ import json
 import math
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from ..errors import HardwireError, ModelFormatError
 from ..sim import golden_ops as ops
@@ -38,10 +42,7 @@ __all__ = ["save_native", "load_native", "is_native", "native_bytes", "StoredTok
 FORMAT = "hardwire-native"
 VERSION = 1
 SUFFIX = ".hwq"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-_DTYPES = {"I8": np.dtype("i1"), "I16": np.dtype("<i2"), "U16": np.dtype("<u2"),
-           "I64": np.dtype("<i8"), "F64": np.dtype("<f8")}
-_CODES = {v: k for k, v in _DTYPES.items()}
+_DTYPES = ("I8", "I16", "U16", "I64", "F64")   # the safetensors dtypes a native file holds
 _WIDE = ("embed", "wo", "w2", "head")   # linears with int16 outputs
 _OWN_FORMATS = {"int8": (127, 8), "int4": (7, 4), "ternary": (1, 2)}   # the quantizer's ranges
 
@@ -91,15 +92,16 @@ class StoredTokenizer(Tokenizer):
             return self._tok.decode(ids, skip_special_tokens=False)
         return "".join(self.pieces[i] for i in ids)
 
+    def to_json(self):
+        """The ``tokenizer.json`` text this tokenizer runs, or None when it has only pieces."""
+        return self.hf_json
+
 
 def _tokenizer_meta(tokenizer):
     if tokenizer is None:
         return None
-    if isinstance(tokenizer, StoredTokenizer) and tokenizer.hf_json is not None:
-        return {"pieces": tokenizer.pieces, "hf_json": tokenizer.hf_json}
-    inner = getattr(tokenizer, "_tok", None)   # HFTokenizer keeps its tokenizers.Tokenizer here
-    hf_json = inner.to_str() if inner is not None and hasattr(inner, "to_str") else None
-    return {"pieces": list(tokenizer.pieces), "hf_json": hf_json}
+    to_json = getattr(tokenizer, "to_json", None)   # HFTokenizer and StoredTokenizer have it
+    return {"pieces": list(tokenizer.pieces), "hf_json": to_json() if to_json else None}
 
 
 def _flatten(qm):
@@ -138,20 +140,9 @@ def _flatten(qm):
 def native_bytes(qm):
     """The ``.hwq`` file contents of ``qm`` (what :func:`save_native` writes)."""
     meta, tensors = _flatten(qm)
-    header = {"__metadata__": {"hardwire": json.dumps(meta, sort_keys=True,
-                                                      separators=(",", ":"))}}
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        array = np.asarray(tensors[name])
-        dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
-        raw = np.ascontiguousarray(array, dtype=dtype).tobytes()
-        header[name] = {"dtype": _CODES[np.dtype(dtype)], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    # The library copies raw memory; QuantizedModel already holds C-contiguous arrays.
+    return save(tensors, metadata={"hardwire": text})
 
 
 def save_native(qm, path):
@@ -165,62 +156,46 @@ def save_native(qm, path):
 
 
 def is_native(path):
-    """Whether ``path`` is a native file: the ``.hwq`` suffix, or a safetensors header whose
+    """Whether ``path`` is a native file: the ``.hwq`` suffix, or a safetensors file whose
     metadata names this format."""
-    path = str(path)
-    if path.endswith(SUFFIX):
+    if str(path).endswith(SUFFIX):
         return True
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= MAX_HEADER_BYTES:
-                return False
-            head = json.loads(f.read(n).decode("utf-8"))
-        return json.loads(head["__metadata__"]["hardwire"])["format"] == FORMAT
-    except (OSError, ValueError, KeyError, TypeError):
+        with safe_open(path, framework="numpy") as f:
+            return json.loads((f.metadata() or {})["hardwire"])["format"] == FORMAT
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
         return False
 
 
 class _Reader:
-    """Checked access to one file's header fields and tensors."""
+    """Checked access to one file's metadata fields and tensors (read by the library)."""
 
     def __init__(self, path):
         self.path = str(path)
-
-    def fail(self, problem, field=None, expected=None, found=None):
-        raise ModelFormatError(self.path, problem, field=field, expected=expected, found=found)
-
-    def read(self):
+        self.used = set()
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            with safe_open(self.path, framework="numpy") as f:
+                meta = (f.metadata() or {}).get("hardwire")
+                names = f.keys()
+                self.dtypes = {name: f.get_slice(name).get_dtype() for name in names}
+                self.arrays = {name: f.get_tensor(name) for name, dtype in self.dtypes.items()
+                               if dtype in _DTYPES}
         except OSError as e:
-            self.fail(f"cannot read the file: {e.strerror}")
-        if len(data) < 8:
-            self.fail("file too short for a safetensors header", field="header length",
-                      expected="at least 8 bytes", found=f"{len(data)} bytes")
-        n = int.from_bytes(data[:8], "little")
-        if n > min(MAX_HEADER_BYTES, len(data) - 8):
-            self.fail("header length exceeds the file (truncated?)", field="header length",
-                      expected=f"at most {min(MAX_HEADER_BYTES, len(data) - 8)}", found=n)
-        try:
-            header = json.loads(data[8:8 + n].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            self.fail(f"header is not valid JSON ({e})", field="header")
-        if not isinstance(header, dict):
-            self.fail("header must be a JSON object", field="header")
-        meta = header.pop("__metadata__", None)
-        if not isinstance(meta, dict) or not isinstance(meta.get("hardwire"), str):
+            self.fail(f"cannot read the file: {e}")
+        except SafetensorError as e:
+            self.fail(f"not a valid safetensors file: {e}")
+        if meta is None:
             self.fail("not a hardwire native file: no hardwire metadata",
                       field="__metadata__.hardwire", expected="a JSON string", found="nothing")
         try:
-            self.meta = json.loads(meta["hardwire"])
+            self.meta = json.loads(meta)
         except json.JSONDecodeError as e:
             self.fail(f"metadata is not valid JSON ({e})", field="__metadata__.hardwire")
         if not isinstance(self.meta, dict):
             self.fail("metadata must be a JSON object", field="__metadata__.hardwire")
-        self.data = memoryview(data)[8 + n:]
-        self.entries = header
+
+    def fail(self, problem, field=None, expected=None, found=None):
+        raise ModelFormatError(self.path, problem, field=field, expected=expected, found=found)
 
     def field(self, container, key, kind, where):
         if not isinstance(container, dict) or key not in container:
@@ -251,31 +226,18 @@ class _Reader:
         return value
 
     def tensor(self, name, dtype, shape):
-        if name not in self.entries:
+        if name not in self.dtypes:
             self.fail("tensor missing", field=name, expected=f"{dtype} {list(shape)}",
                       found="nothing")
-        info = self.entries[name]
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            self.fail("malformed tensor entry", field=name)
-        if info["dtype"] != dtype:
+        if self.dtypes[name] != dtype:
             self.fail("tensor has the wrong dtype", field=name, expected=dtype,
-                      found=info["dtype"])
-        if info["shape"] != list(shape):
+                      found=self.dtypes[name])
+        array = self.arrays[name]
+        if array.shape != tuple(shape):
             self.fail("tensor has the wrong shape", field=name, expected=list(shape),
-                      found=info["shape"])
-        offsets = info["data_offsets"]
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                and offsets[0] >= 0 and offsets[1] - offsets[0] == nbytes):
-            self.fail("tensor byte range does not match its shape", field=name,
-                      expected=f"{nbytes} bytes", found=repr(offsets)[:60])
-        if offsets[1] > len(self.data):
-            self.fail("tensor data lies past the end of the file (truncated?)", field=name,
-                      expected=f"{offsets[1]} data bytes", found=f"{len(self.data)}")
+                      found=list(array.shape))
         self.used.add(name)
-        array = np.frombuffer(self.data[offsets[0]:offsets[1]], dtype=_DTYPES[dtype])
-        return array.reshape(shape).astype(_DTYPES[dtype].newbyteorder("="))
+        return array
 
     def check_range(self, name, array, lo, hi):
         if array.size and not (lo <= array.min() and array.max() <= hi):
@@ -358,8 +320,6 @@ def load_native(path):
     metadata or a truncated file.
     """
     r = _Reader(path)
-    r.used = set()
-    r.read()
     meta = r.meta
     if meta.get("format") != FORMAT:
         r.fail("not a hardwire native file", field="format", expected=FORMAT,
@@ -417,7 +377,7 @@ def load_native(path):
         if not np.array_equal(table, expected):
             r.fail("table differs from docs/numerics.md", field=name,
                    expected="the spec's table", found="other values")
-    extra = sorted(set(r.entries) - r.used)
+    extra = sorted(set(r.dtypes) - r.used)
     if extra:
         r.fail("unexpected tensor", field=extra[0], expected="only the tensors of this model",
                found=extra[0])

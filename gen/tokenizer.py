@@ -80,6 +80,11 @@ class HFTokenizer(Tokenizer):
         ids = _check_ids(ids, self.vocab_size, self._path)
         return self._tok.decode(ids, skip_special_tokens=False)
 
+    def to_json(self):
+        """The ``tokenizer.json`` text of this tokenizer (as the ``tokenizers`` library writes
+        it)."""
+        return self._tok.to_str()
+
 
 class _PieceBase(Tokenizer):
     """Shared by the GGUF and llama2.c tokenizers: a list of raw pieces (bytes per token)."""

@@ -177,8 +177,7 @@ def _weight_files(directory):
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
     if single.is_file():
-        entries, _, _ = read_safetensors_header(single)
-        return {name: single for name in entries}
+        return {name: single for name in read_safetensors_header(single)}
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -200,7 +199,7 @@ def _weight_files(directory):
                 if not (directory / shard).is_file():
                     raise ModelFormatError(index, "shard file missing", field=tensor,
                                            expected=str(directory / shard), found="nothing")
-                shards[shard] = set(read_safetensors_header(directory / shard)[0])
+                shards[shard] = set(read_safetensors_header(directory / shard))
             if tensor not in shards[shard]:
                 raise ModelFormatError(directory / shard, "tensor listed in the index is absent",
                                        field=tensor, expected="present", found="nothing")

@@ -175,7 +175,7 @@ BAD = {
                     "model.safetensors", "model.layers.0.self_attn.q_proj.bias"),
     "int-dtype": (_tensors(_set(UP, np.zeros((80, 48), np.int32))), "model.safetensors", UP),
     "truncated": (_raw(lambda b: b[:len(b) - 100]), "model.safetensors",
-                  ".weight: tensor data lies outside"),
+                  "incomplete metadata, file not fully covered"),
     "header-size": (_raw(_header_size), "model.safetensors", "header length"),
     "pickle": (_pickle_only, "pytorch_model.bin", "weights"),
     "escaping-shard": (_escaping_index, "model.safetensors.index.json",

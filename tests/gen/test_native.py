@@ -13,6 +13,7 @@ from hardwire.gen.native import (
 from hardwire.gen.quantize import quantize
 from hardwire.sim.golden import GoldenModel
 from quant_helpers import CharTokenizer, random_loaded
+from safetensors.numpy import save
 
 from hardwire.errors import ModelFormatError
 
@@ -53,6 +54,7 @@ def test_bytes_identical_and_plain_safetensors(qm, tmp_path):
     save_native(qm, tmp_path / "a.hwq")
     save_native(qm, tmp_path / "b.hwq")
     assert (tmp_path / "a.hwq").read_bytes() == (tmp_path / "b.hwq").read_bytes()
+    assert (tmp_path / "a.hwq").read_bytes() == _encode(*_flatten(qm))
     from safetensors.numpy import load_file
     tensors = load_file(tmp_path / "a.hwq")
     np.testing.assert_array_equal(tensors["layers.0.wq.values"], qm.layers[0].wq.values)
@@ -60,6 +62,10 @@ def test_bytes_identical_and_plain_safetensors(qm, tmp_path):
     assert is_native(tmp_path / "a.hwq")
     (tmp_path / "x.bin").write_bytes(b"\x00" * 16)
     assert not is_native(tmp_path / "x.bin")
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "a.hwq").read_bytes())
+    assert is_native(tmp_path / "a.safetensors")
+    (tmp_path / "b.safetensors").write_bytes(save(tensors))
+    assert not is_native(tmp_path / "b.safetensors")
 
 
 def test_hf_tokenizer_travels(tmp_path):
@@ -72,43 +78,34 @@ def test_hf_tokenizer_travels(tmp_path):
     assert isinstance(back.tokenizer, StoredTokenizer) and back.tokenizer.hf_json is not None
     assert back.tokenizer.encode("tea") == qm.tokenizer.encode("tea")
     assert back.tokenizer.pieces == qm.tokenizer.pieces
+    assert back.tokenizer.to_json() == qm.tokenizer.to_json()
+    assert json.loads(qm.tokenizer.to_json())["model"]["vocab"]
 
 
 # --- corruption: every class names the file and the field -------------------------------------
 
-def _split(data):
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    return header, data[8 + n:]
+def _encode(meta, tensors):
+    """A native file's bytes from its metadata and tensors, written by the library alone."""
+    return save(tensors, metadata={"hardwire": json.dumps(meta, sort_keys=True,
+                                                          separators=(",", ":"))})
 
 
-def _join(header, body):
-    text = json.dumps(header).encode()
-    return len(text).to_bytes(8, "little") + text + body
+def _meta(change):
+    def corrupt(meta, tensors):
+        change(meta)
+        return _encode(meta, tensors)
+    return corrupt
 
 
-def _edit_meta(data, change):
-    header, body = _split(data)
-    meta = json.loads(header["__metadata__"]["hardwire"])
-    change(meta)
-    header["__metadata__"]["hardwire"] = json.dumps(meta)
-    return _join(header, body)
+def _tensors(change):
+    def corrupt(meta, tensors):
+        change(tensors)
+        return _encode(meta, tensors)
+    return corrupt
 
 
-def _edit_header(data, change):
-    header, body = _split(data)
-    change(header)
-    return _join(header, body)
-
-
-def _edit_tensor(data, name, change):
-    header, body = _split(data)
-    begin, end = header[name]["data_offsets"]
-    dtype = {"I8": "i1", "I16": "<i2", "U16": "<u2", "I64": "<i8", "F64": "<f8"}[
-        header[name]["dtype"]]
-    array = np.frombuffer(body[begin:end], dtype=dtype).copy()
-    change(array)
-    return _join(header, body[:begin] + array.tobytes() + body[end:])
+def _raw(change):
+    return lambda meta, tensors: change(_encode(meta, tensors))
 
 
 def _set(key, value):
@@ -117,46 +114,46 @@ def _set(key, value):
     return change
 
 
-def _set_at(index, value):
-    def change(array):
-        array[index] = value
+def _set_at(name, index, value):
+    def change(tensors):
+        tensors[name] = tensors[name].copy()
+        tensors[name].flat[index] = value
     return change
 
 
+def _header_length(data):
+    return int.from_bytes(data[:8], "little")
+
+
 CORRUPTIONS = {
-    "truncated": (lambda d: d[:-100], "truncated"),
-    "tiny file": (lambda d: d[:5], "header length"),
-    "header too long": (lambda d: (10 ** 9).to_bytes(8, "little") + d[8:], "header length"),
-    "bad json": (lambda d: d[:8] + b"{" * int.from_bytes(d[:8], "little") + d[8 + int.from_bytes(
-        d[:8], "little"):], "header"),
-    "no metadata": (lambda d: _edit_header(d, lambda h: h.pop("__metadata__")),
-                    "__metadata__.hardwire"),
-    "version": (lambda d: _edit_meta(d, _set("version", 99)), "version"),
-    "format": (lambda d: _edit_meta(d, _set("format", "other")), "format"),
-    "spec field": (lambda d: _edit_meta(d, lambda m: m["spec"].__setitem__("dim", -4)), "spec.dim"),
-    "context": (lambda d: _edit_meta(d, _set("context", "big")), "context"),
-    "norm shift": (lambda d: _edit_meta(d, lambda m: m["norms"]["norm"].__setitem__("shift", 40)),
+    "truncated": (_raw(lambda d: d[:-100]), "not fully covered"),
+    "tiny file": (_raw(lambda d: d[:5]), "header too small"),
+    "header too long": (_raw(lambda d: (10 ** 9).to_bytes(8, "little") + d[8:]),
+                        "header too large"),
+    "bad json": (_raw(lambda d: d[:8] + b"{" * _header_length(d) + d[8 + _header_length(d):]),
+                 "header"),
+    "no metadata": (lambda meta, tensors: save(tensors), "__metadata__.hardwire"),
+    "version": (_meta(_set("version", 99)), "version"),
+    "format": (_meta(_set("format", "other")), "format"),
+    "spec field": (_meta(lambda m: m["spec"].__setitem__("dim", -4)), "spec.dim"),
+    "context": (_meta(_set("context", "big")), "context"),
+    "norm shift": (_meta(lambda m: m["norms"]["norm"].__setitem__("shift", 40)),
                    "norms.norm.shift"),
-    "layer constant": (lambda d: _edit_meta(d, lambda m: m["layers"][1].pop("s_att")),
-                       r"layers\[1\].s_att"),
-    "bits": (lambda d: _edit_meta(d, lambda m: m["linears"]["layers.0.wk"].__setitem__("bits", 3)),
+    "layer constant": (_meta(lambda m: m["layers"][1].pop("s_att")), r"layers\[1\].s_att"),
+    "bits": (_meta(lambda m: m["linears"]["layers.0.wk"].__setitem__("bits", 3)),
              "linears.layers.0.wk.bits"),
-    "scale": (lambda d: _edit_meta(d, lambda m: m["scales"].__setitem__("resid", -1.0)),
-              "scales.resid"),
-    "missing tensor": (lambda d: _edit_header(d, lambda h: h.pop("layers.1.w3.values")),
-                       "layers.1.w3.values"),
-    "extra tensor": (lambda d: _edit_header(d, lambda h: h.__setitem__(
-        "bogus", {"dtype": "I8", "shape": [0], "data_offsets": [0, 0]})), "bogus"),
-    "dtype": (lambda d: _edit_header(d, lambda h: h["layers.0.w1.M"].__setitem__("dtype", "F64")),
+    "scale": (_meta(lambda m: m["scales"].__setitem__("resid", -1.0)), "scales.resid"),
+    "missing tensor": (_tensors(lambda t: t.pop("layers.1.w3.values")), "layers.1.w3.values"),
+    "extra tensor": (_tensors(lambda t: t.__setitem__("bogus", np.zeros(0, np.int8))), "bogus"),
+    "dtype": (_tensors(lambda t: t.__setitem__("layers.0.w1.M", t["layers.0.w1.M"].view("<f8"))),
               "layers.0.w1.M"),
-    "shape": (lambda d: _edit_header(d, lambda h: h["norm.gain"].__setitem__("shape", [4, 6])),
+    "shape": (_tensors(lambda t: t.__setitem__("norm.gain", t["norm.gain"].reshape(2, -1))),
               "norm.gain"),
-    "weight range": (lambda d: _edit_tensor(d, "layers.0.wv.values", _set_at(3, -128)),
-                     "layers.0.wv.values"),
-    "multiplier": (lambda d: _edit_tensor(d, "layers.1.wo.M", _set_at(0, 5)), "layers.1.wo.M"),
-    "shift": (lambda d: _edit_tensor(d, "embed.shift", _set_at(2, 63)), "embed.shift"),
-    "table": (lambda d: _edit_tensor(d, "exp2", _set_at(7, 1)), "exp2"),
-    "rope": (lambda d: _edit_tensor(d, "rope.sin", _set_at(1, 20000)), "rope.sin"),
+    "weight range": (_tensors(_set_at("layers.0.wv.values", 3, -128)), "layers.0.wv.values"),
+    "multiplier": (_tensors(_set_at("layers.1.wo.M", 0, 5)), "layers.1.wo.M"),
+    "shift": (_tensors(_set_at("embed.shift", 2, 63)), "embed.shift"),
+    "table": (_tensors(_set_at("exp2", 7, 1)), "exp2"),
+    "rope": (_tensors(_set_at("rope.sin", 1, 20000)), "rope.sin"),
 }
 
 
@@ -165,7 +162,8 @@ def test_corruption_names_the_field(kind, tmp_path):
     qm = quantize(random_loaded(0))
     corrupt, field = CORRUPTIONS[kind]
     path = tmp_path / "bad.hwq"
-    path.write_bytes(corrupt(native_bytes(qm)))
+    meta, tensors = _flatten(qm)
+    path.write_bytes(corrupt(json.loads(json.dumps(meta)), tensors))
     with pytest.raises(ModelFormatError, match=rf"bad.hwq: .*({field})") as info:
         load_native(path)
     assert str(path) in str(info.value)
@@ -173,7 +171,7 @@ def test_corruption_names_the_field(kind, tmp_path):
 
 def test_int4_range_enforced(tmp_path):
     qm = quantize(random_loaded(0), weights="int4")
-    data = _edit_tensor(native_bytes(qm), "layers.0.wq.values", _set_at(0, 9))
+    data = _tensors(_set_at("layers.0.wq.values", 0, 9))(*_flatten(qm))
     (tmp_path / "m.hwq").write_bytes(data)
     with pytest.raises(ModelFormatError, match=r"layers.0.wq.values: tensor value out of range "
                                                r"\(expected -7..7, found 9\)"):

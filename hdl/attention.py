@@ -1,0 +1,368 @@
+"""Causal multi-head attention of one layer with its KV cache (``docs/numerics.md``, Attention)."""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .vector_unit import check_int, check_int_list
+
+__all__ = ["Attention"]
+
+# Constants of the numerics spec (docs/numerics.md); sim/golden_ops.py names them alike.
+EXP_FRAC_BITS = 8           # D has 8 fraction bits: EXP2 is indexed by D & 255
+EXP_ONE_BITS = 15           # EXP2[0] = 2^15, the weight of the maximum score
+EXP_SHIFT_CAP = 16          # a shift D >> 8 of 16 or more gives 0
+RECIP_SHIFT = 40            # r = floor(2^40 / P)
+RECIP_BITS = RECIP_SHIFT - EXP_ONE_BITS + 1     # P >= 2^15, so r <= 2^25 has 26 bits
+DIVIDE_CYCLES = RECIP_BITS  # restoring divider: one quotient bit a cycle
+# From the last weighted-sum issue to the post unit being free again: 2 pipeline stages, the
+# divider, then ceil(head_dim / lanes) output cycles (see `Attention.cycles`).
+_POST_FIXED = 3 + DIVIDE_CYCLES
+
+
+class Attention(wiring.Component):
+    """Attention of one position over the positions ``0..p`` held in an on-chip KV cache.
+
+    For an input transfer carrying ``q`` (``n_heads * head_dim`` int8, RoPE'd), ``k``, ``v``
+    (``n_kv_heads * head_dim`` int8, ``k`` RoPE'd) and the position ``pos = p``, the unit writes
+    ``k`` and ``v`` into row ``p`` of the cache, then for every head ``h`` (KV head
+    ``h // (n_heads // n_kv_heads)``) computes exactly ``sim.golden_ops.attention``: scores, running
+    max, ``D``, ``pr = EXP2[D & 255] >> min(D >> 8, 16)``, ``P``, ``acc``, ``r = floor(2^40 / P)``
+    (restoring divider, 26 cycles) and ``out = sat_8(rshift_round(acc * r, 40))``; the output
+    transfer carries ``out`` for all heads. A new sequence simply starts again at ``p = 0``: rows
+    beyond ``p`` are never read.
+
+    Two passes per head over ``t = 0..p``, each ``C = ceil(head_dim / lanes)`` cycles per
+    position: the first computes the scores (``lanes`` int8 products a cycle), writes them to a
+    scratch memory of ``context`` entries and tracks the maximum; the second reads them back,
+    forms ``pr`` and accumulates ``P`` and ``acc`` (``lanes`` products ``pr * v`` a cycle). The
+    reciprocal and output of head ``h`` run while the scores of head ``h + 1`` are computed.
+    Storing the scores (``context * score_width`` bits) rather than recomputing them in the second
+    pass saves ``S`` cycles per head and a second read of K.
+
+    Storage: K and V caches, two memories of ``context`` rows of ``n_kv_heads * head_dim`` int8
+    (:attr:`kv_cache_bits`, written in the input's cycle, read one row a cycle), the score
+    scratch (:attr:`scratch_bits`), a 256 x 16-bit EXP2 ROM, and registers for ``q``, ``head_dim``
+    accumulators of :attr:`acc_width` bits and the output vector.
+
+    Parameters (keyword-only)
+    -------------------------
+    n_heads, n_kv_heads : int
+        Query heads and KV heads; ``n_heads`` must be a multiple of ``n_kv_heads``.
+    head_dim : int
+    context : int
+        Depth of the KV cache: positions ``0..context-1``.
+    M_att, s_att : int
+        Softmax multiplier (``0 <= M_att < 2^15``, ``0 <= s_att <= 62``).
+    exp2_table : sequence of 256 int
+        ``EXP2``; entries in ``0..2^15`` and ``EXP2[0] == 2^15`` (so ``2^15 <= P``).
+    lanes : int
+        Multiply-accumulates a cycle in each pass, ``1..head_dim``.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"q", "k", "v", "pos"})))``
+        ``pos`` is ``unsigned(context.bit_length())``, so ``p = context`` is representable.
+    o : ``Out(stream.Signature(ArrayLayout(signed(8), n_heads * head_dim)))``
+    error : ``Out(1)``
+        A transfer with ``pos >= context`` is accepted and dropped: nothing is written, no output
+        is produced, and ``error`` is high from the next cycle until a transfer with
+        ``pos < context`` is accepted.
+
+    Timing
+    ------
+    ``i.ready`` is high only while idle. With ``S = (p + 1) * C`` the output is valid
+    :meth:`cycles` ``(p) = 2 S + (n_heads - 1) (S + max(S, 29 + C)) + 30 + C`` clock edges after
+    the edge that accepted the input (29 + C: two pipeline stages, a gap cycle, the 26-cycle
+    divider and C output cycles); the next input is accepted at the edge after the output
+    transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head.
+    """
+
+    def __init__(self, *, n_heads, n_kv_heads, head_dim, context, M_att, s_att, exp2_table,
+                 lanes):
+        self._n_heads = check_int("n_heads", n_heads, 1, None)
+        self._n_kv_heads = check_int("n_kv_heads", n_kv_heads, 1, None)
+        if self._n_heads % self._n_kv_heads:
+            raise ValueError(f"n_heads must be a multiple of n_kv_heads, not {n_heads!r} and "
+                             f"{n_kv_heads!r}")
+        self._head_dim = check_int("head_dim", head_dim, 1, None)
+        self._context = check_int("context", context, 1, None)
+        self._M_att = check_int("M_att", M_att, 0, (1 << EXP_ONE_BITS) - 1)
+        self._s_att = check_int("s_att", s_att, 0, 62)
+        table = check_int_list("exp2_table", exp2_table, 0, 1 << EXP_ONE_BITS,
+                               length=1 << EXP_FRAC_BITS)
+        if table[0] != 1 << EXP_ONE_BITS:
+            raise ValueError(f"exp2_table[0] must be {1 << EXP_ONE_BITS}, not {table[0]!r}")
+        self._exp2_table = table
+        self._lanes = check_int("lanes", lanes, 1, self._head_dim)
+
+        self._in_layout = data.StructLayout({
+            "q": data.ArrayLayout(signed(8), self._n_heads * self._head_dim),
+            "k": data.ArrayLayout(signed(8), self._n_kv_heads * self._head_dim),
+            "v": data.ArrayLayout(signed(8), self._n_kv_heads * self._head_dim),
+            "pos": unsigned(self._context.bit_length()),
+        })
+        self._out_layout = data.ArrayLayout(signed(8), self._n_heads * self._head_dim)
+        super().__init__({
+            "i": In(stream.Signature(self._in_layout)),
+            "o": Out(stream.Signature(self._out_layout)),
+            "error": Out(1),
+        })
+
+    n_heads = property(lambda self: self._n_heads)
+    n_kv_heads = property(lambda self: self._n_kv_heads)
+    head_dim = property(lambda self: self._head_dim)
+    context = property(lambda self: self._context)
+    M_att = property(lambda self: self._M_att)
+    s_att = property(lambda self: self._s_att)
+    exp2_table = property(lambda self: self._exp2_table)
+    lanes = property(lambda self: self._lanes)
+
+    @property
+    def chunks(self):
+        """``C = ceil(head_dim / lanes)``: cycles per position and pass."""
+        return -(-self._head_dim // self._lanes)
+
+    @property
+    def score_width(self):
+        """Signed bits of a score: ``bit_length(head_dim * 2^14) + 1``."""
+        return (self._head_dim << 14).bit_length() + 1
+
+    @property
+    def sum_width(self):
+        """Unsigned bits of ``P``: ``bit_length(context * 2^15)``."""
+        return (self._context << EXP_ONE_BITS).bit_length()
+
+    @property
+    def acc_width(self):
+        """Signed bits of ``acc``: ``bit_length(context * 2^22) + 1``."""
+        return (self._context << (EXP_ONE_BITS + 7)).bit_length() + 1
+
+    @property
+    def kv_cache_bits(self):
+        """Bits of the K and V memories: ``2 * context * n_kv_heads * head_dim * 8``."""
+        return 2 * self._context * self._n_kv_heads * self._head_dim * 8
+
+    @property
+    def scratch_bits(self):
+        """Bits of the score memory: ``context * score_width``."""
+        return self._context * self.score_width
+
+    def cycles(self, position):
+        """Clock edges from the input transfer to the output's ``valid`` at ``position``."""
+        position = check_int("position", position, 0, self._context - 1)
+        C = self.chunks
+        S = (position + 1) * C
+        post = _POST_FIXED + C
+        return 2 * S + (self._n_heads - 1) * (S + max(S, post)) + post + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        H, G, hd, L, C = self._n_heads, self._n_kv_heads, self._head_dim, self._lanes, self.chunks
+        group = H // G
+        n_kv = G * hd
+
+        m.submodules.k_mem = k_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(8), n_kv), depth=self._context, init=[])
+        m.submodules.v_mem = v_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(8), n_kv), depth=self._context, init=[])
+        m.submodules.score_mem = score_mem = memory.Memory(
+            shape=signed(self.score_width), depth=self._context, init=[])
+        m.submodules.exp2_rom = exp2_rom = memory.Memory(
+            shape=unsigned(EXP_ONE_BITS + 1), depth=1 << EXP_FRAC_BITS, init=self._exp2_table)
+        k_wr, v_wr = k_mem.write_port(), v_mem.write_port()
+        k_rd, v_rd = k_mem.read_port(), v_mem.read_port()
+        score_wr = score_mem.write_port()
+        # At p = 0 the weighted pass reads score 0 in the cycle the score pass writes it.
+        score_rd = score_mem.read_port(transparent_for=(score_wr,))
+        exp2_rd = exp2_rom.read_port()
+
+        def element(row, index):
+            return row.as_value()[8 * index:8 * index + 8].as_signed()
+
+        q = Signal(data.ArrayLayout(signed(8), H * hd))
+        p = Signal(range(self._context))
+        h = Signal(range(H))
+        g = Signal(range(G))
+        h_in_group = Signal(range(group))
+        t = Signal(range(self._context))
+        c = Signal(range(C))
+        last_c = c == C - 1
+        last_t = t == p
+
+        # Score pass stage B; weighted pass stages B and C.
+        s1_valid, s1_t, s1_c = Signal(), Signal.like(t), Signal.like(c)
+        w1_valid, w1_t, w1_c, w1_g, w1_h, w1_last = (
+            Signal(), Signal.like(t), Signal.like(c), Signal.like(g), Signal.like(h), Signal())
+        w2_valid, w2_t, w2_c, w2_g, w2_h, w2_last = (
+            Signal(), Signal.like(t), Signal.like(c), Signal.like(g), Signal.like(h), Signal())
+        w2_zero, w2_shift = Signal(), Signal(range(EXP_SHIFT_CAP))
+
+        partial = Signal(signed(self.score_width))
+        mx = Signal(signed(self.score_width))
+        total = Signal(self.sum_width)
+        acc = [Signal(signed(self.acc_width), name=f"acc{j}") for j in range(hd)]
+        out = Signal(self._out_layout)
+        post_busy = Signal()
+        busy = w1_valid | w2_valid | post_busy
+
+        m.d.sync += [s1_valid.eq(0), w1_valid.eq(0), w2_valid.eq(w1_valid)]
+        m.d.sync += [w2_t.eq(w1_t), w2_c.eq(w1_c), w2_g.eq(w1_g), w2_h.eq(w1_h),
+                     w2_last.eq(w1_last)]
+
+        def advance(on_last):
+            with m.If(last_c):
+                m.d.sync += c.eq(0)
+                with m.If(last_t):
+                    m.d.sync += t.eq(0)
+                    on_last()
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+            with m.Else():
+                m.d.sync += c.eq(c + 1)
+
+        accept = self.i.valid & self.i.ready
+        in_range = self.i.payload.pos < self._context
+        m.d.comb += [
+            k_wr.addr.eq(self.i.payload.pos), k_wr.data.eq(self.i.payload.k),
+            v_wr.addr.eq(self.i.payload.pos), v_wr.data.eq(self.i.payload.v),
+            k_wr.en.eq(accept & in_range), v_wr.en.eq(accept & in_range),
+            k_rd.addr.eq(t), score_rd.addr.eq(t), v_rd.addr.eq(w1_t),
+            self.o.payload.eq(out),
+        ]
+
+        with m.FSM(name="main"):
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    with m.If(in_range):
+                        m.d.sync += [q.eq(self.i.payload.q), p.eq(self.i.payload.pos),
+                                     h.eq(0), g.eq(0), h_in_group.eq(0), t.eq(0), c.eq(0),
+                                     self.error.eq(0)]
+                        m.next = "SCORE"
+                    with m.Else():
+                        m.d.sync += self.error.eq(1)
+
+            with m.State("SCORE"):
+                m.d.sync += [s1_valid.eq(1), s1_t.eq(t), s1_c.eq(c)]
+
+                def to_weighted():
+                    with m.If(busy):
+                        m.next = "WAIT"
+                    with m.Else():
+                        m.next = "WSUM"
+                advance(to_weighted)
+
+            with m.State("WAIT"), m.If(~busy):
+                m.next = "WSUM"
+
+            with m.State("WSUM"):
+                m.d.sync += [w1_valid.eq(1), w1_t.eq(t), w1_c.eq(c), w1_g.eq(g), w1_h.eq(h),
+                             w1_last.eq(last_c & last_t)]
+
+                def next_head():
+                    with m.If(h == H - 1):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.d.sync += h.eq(h + 1)
+                        with m.If(h_in_group == group - 1):
+                            m.d.sync += [h_in_group.eq(0), g.eq(g + 1)]
+                        with m.Else():
+                            m.d.sync += h_in_group.eq(h_in_group + 1)
+                        m.next = "SCORE"
+                advance(next_head)
+
+            with m.State("FINISH"), m.If(~busy):
+                m.next = "DONE"
+
+            with m.State("DONE"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+
+        # Score pass, stage B: the K row of position s1_t arrived; add one chunk of q . k.
+        k_chunks = [Array(Array(element(k_rd.data, gg * hd + cc * L + lane)
+                                if cc * L + lane < hd else Const(0, signed(8))
+                                for cc in range(C)) for gg in range(G)) for lane in range(L)]
+        q_chunks = [Array(Array(element(q, hh * hd + cc * L + lane)
+                                if cc * L + lane < hd else Const(0, signed(8))
+                                for cc in range(C)) for hh in range(H)) for lane in range(L)]
+        dot = sum(k_chunks[lane][g][s1_c] * q_chunks[lane][h][s1_c] for lane in range(L))
+        score = Signal(signed(self.score_width))
+        m.d.comb += score.eq(Mux(s1_c == 0, 0, partial) + dot)
+        with m.If(s1_valid):
+            m.d.sync += partial.eq(score)
+            with m.If(s1_c == C - 1):
+                m.d.comb += [score_wr.en.eq(1), score_wr.addr.eq(s1_t), score_wr.data.eq(score)]
+                with m.If((s1_t == 0) | (score > mx)):
+                    m.d.sync += mx.eq(score)
+
+        # Weighted pass, stage B: D = -rshift_round((score - mx) * M, s) >= 0.
+        scaled = (score_rd.data - mx) * self._M_att
+        if self._s_att:
+            scaled = scaled + (1 << (self._s_att - 1))
+        D = Signal(signed(len(scaled) + 1))
+        m.d.comb += [D.eq(-(scaled >> self._s_att)), exp2_rd.addr.eq(D[:EXP_FRAC_BITS])]
+        m.d.sync += [w2_zero.eq(D >= EXP_SHIFT_CAP << EXP_FRAC_BITS),
+                     w2_shift.eq(D[EXP_FRAC_BITS:EXP_FRAC_BITS + 4])]
+
+        # Weighted pass, stage C: EXP2 entry and V row arrived; accumulate P and one chunk of acc.
+        pr = Signal(EXP_ONE_BITS + 1)
+        m.d.comb += pr.eq(Mux(w2_zero, 0, exp2_rd.data >> w2_shift))
+        first = w2_t == 0
+        with m.If(w2_valid & (w2_c == 0)):
+            m.d.sync += total.eq(Mux(first, 0, total) + pr)
+        for lane in range(L):
+            v_elem = Array(Array(element(v_rd.data, gg * hd + cc * L + lane)
+                                 if cc * L + lane < hd else Const(0, signed(8))
+                                 for cc in range(C)) for gg in range(G))[w2_g][w2_c]
+            acc_old = Array(acc[cc * L + lane] if cc * L + lane < hd
+                            else Const(0, signed(self.acc_width)) for cc in range(C))[w2_c]
+            acc_new = Signal(signed(self.acc_width), name=f"acc_new{lane}")
+            m.d.comb += acc_new.eq(Mux(first, 0, acc_old) + pr * v_elem)
+            for cc in range(C):
+                if cc * L + lane < hd:
+                    with m.If(w2_valid & (w2_c == cc)):
+                        m.d.sync += acc[cc * L + lane].eq(acc_new)
+
+        # Post unit: r = floor(2^40 / P) by restoring division, then out = sat_8(acc * r >> 40).
+        # P >= 2^15, so the quotient bits above 2^25 are 0 and the remainder after them is 2^14.
+        rem = Signal(self.sum_width + 1)
+        quo = Signal(RECIP_BITS)
+        count = Signal(range(max(DIVIDE_CYCLES, C)))
+        post_h = Signal.like(h)
+        rem2 = rem << 1
+        with m.FSM(name="post"):
+            with m.State("IDLE"), m.If(w2_valid & w2_last):
+                m.d.sync += [rem.eq(1 << (EXP_ONE_BITS - 1)), quo.eq(0), count.eq(0),
+                             post_h.eq(w2_h)]
+                m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += post_busy.eq(1)
+                with m.If(rem2 >= total):
+                    m.d.sync += [rem.eq(rem2 - total), quo.eq(Cat(Const(1, 1), quo))]
+                with m.Else():
+                    m.d.sync += [rem.eq(rem2), quo.eq(Cat(Const(0, 1), quo))]
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == DIVIDE_CYCLES - 1):
+                    m.d.sync += count.eq(0)
+                    m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                m.d.comb += post_busy.eq(1)
+                for lane in range(L):
+                    acc_elem = Array(acc[cc * L + lane] if cc * L + lane < hd
+                                     else Const(0, signed(self.acc_width)) for cc in range(C))
+                    rounded = (acc_elem[count] * quo + (1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT
+                    value = Signal(signed(8), name=f"out_lane{lane}")
+                    m.d.comb += value.eq(Mux(rounded > 127, 127,
+                                             Mux(rounded < -128, -128, rounded)))
+                    for hh in range(H):
+                        for cc in range(C):
+                            if cc * L + lane < hd:
+                                with m.If((post_h == hh) & (count == cc)):
+                                    m.d.sync += out[hh * hd + cc * L + lane].eq(value)
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == C - 1):
+                    m.d.sync += count.eq(0)
+                    m.next = "IDLE"
+        return m

@@ -29,7 +29,7 @@ doctor: setup  ## print every tool's version and whether it works
 	$(BIN)/hardwire doctor
 
 verilog: setup  ## generate RTL for the bundled default model into $(OUT)
-	$(BIN)/hardwire emit matvec $(MODEL) --out $(OUT)
+	$(BIN)/hardwire emit matvec $(MODEL) --tensor layers.0.wq --out $(OUT)
 
 sim: setup  ## run the longer cocotb/Verilator sweeps (marker: slow)
 	$(BIN)/python -m pytest -n $(JOBS) -m slow

@@ -56,7 +56,9 @@ def describe(model, qm):
         "params": spec.n_params,
         "weight_format": qm.weight_format, "group_size": qm.group_size, "context": qm.context,
         "tensors": tensors,
-        "rom_bits": {"tensors": int(sum(t["rom_bits"] for t in tensors)),
+        # A tied head shares the embedding ROM and adds only its own requant constants.
+        "tied_head_rom_bits": int(rom["head"]) if spec.tied_embeddings else 0,
+        "rom_bits": {"tensors": int(sum(v for k, v in rom.items() if k != "tables")),
                      "tables": int(rom["tables"]),
                      "total": int(sum(rom.values()))},
     }
@@ -82,6 +84,9 @@ def run(args):
         table.add_row(t["name"], "×".join(map(str, t["shape"])), f"{t['params']:,}",
                       t["source_format"], t["weight_format"], f"{t['rom_bits']:,}")
     bits = report["rom_bits"]
+    if report["tied_head_rom_bits"]:
+        table.add_row("head (tied to embed)", "", "", "", "requant only",
+                      f"{report['tied_head_rom_bits']:,}")
     table.add_row("tables (RoPE, rsqrt, exp2, SiLU)", "", "", "", "", f"{bits['tables']:,}")
     table.add_row("[bold]total", "", f"{report['params']:,}", "", "",
                   f"[bold]{bits['total']:,} ({bits['total'] / 8 / 1024:.1f} KiB)")

@@ -14,6 +14,7 @@ pauses).
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
+
 from hardwire.sim.cocotb_stream import exchange, params, pauses, start, write_result
 
 

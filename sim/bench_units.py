@@ -15,6 +15,7 @@ cycles and backpressure (outputs checked again).
 
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
+
 from hardwire.sim.cocotb_stream import exchange, params, pauses, start, write_result
 
 

@@ -15,6 +15,7 @@ import random
 
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
 from hardwire.hdl.stream_sim import random_pauses
 from hardwire.sim.verilator import PARAMS_ENV, RESULT_ENV
 

@@ -117,6 +117,7 @@ def write_gguf(path, source, *, qtype="F32", tokens=None, token_types=None, meta
     as given (uint8 blocks for quantized types). Returns ``{gguf name: (type, stored array)}``.
     """
     import gguf
+
     from hardwire.gen.frontends.gguf_reader import gguf_tensor_name
     spec, weights = canonical_weights(source)
     qtype = gguf.GGMLQuantizationType[qtype] if isinstance(qtype, str) else qtype

@@ -1,6 +1,7 @@
 """Fast quantizer test fixtures: seeded random ``LoadedModel``s built directly from numpy."""
 
 import numpy as np
+
 from hardwire.gen.model import BlockQuantized, LoadedModel, ModelSpec, Tokenizer, tensor_shapes
 
 __all__ = ["random_spec", "random_loaded", "CharTokenizer", "block_q8_0"]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hardwire.gen.model import ModelSpec
 from safetensors import safe_open
 from tokenizers import Tokenizer
 from transformers import LlamaForCausalLM
+
+from hardwire.gen.model import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"

@@ -6,12 +6,12 @@ import sys
 import types
 
 import pytest
-from hardwire.gen import frontends
-from hardwire.gen.frontends import bundled_dir, list_bundled, load_model
-from hardwire.gen.tokenizer import PieceTokenizer
 from model_factory import tiny_hf_model, write_gguf
 
 from hardwire.errors import HardwireError, ModelFormatError
+from hardwire.gen import frontends
+from hardwire.gen.frontends import bundled_dir, list_bundled, load_model
+from hardwire.gen.tokenizer import PieceTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@
 import gguf
 import numpy as np
 import pytest
-from hardwire.gen.frontends import load_model
-from hardwire.gen.frontends.gguf_reader import gguf_tensor_name, unpermute_rows
 from model_factory import canonical_weights, export_permute, tiny_hf_model, write_gguf
 
 from hardwire.errors import ModelFormatError
+from hardwire.gen.frontends import load_model
+from hardwire.gen.frontends.gguf_reader import gguf_tensor_name, unpermute_rows
 
 T = gguf.GGMLQuantizationType
 

@@ -6,13 +6,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hardwire.gen.frontends import load_model
-from hardwire.gen.frontends.huggingface import hf_tensor_name
-from hardwire.gen.model import tensor_names
 from model_factory import canonical_weights, tiny_hf_model
 from safetensors.numpy import load_file, save_file
 
 from hardwire.errors import ModelFormatError
+from hardwire.gen.frontends import load_model
+from hardwire.gen.frontends.huggingface import hf_tensor_name
+from hardwire.gen.model import tensor_names
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import struct
 
 import numpy as np
 import pytest
-from hardwire.gen.frontends import load_model
-from hardwire.gen.frontends.llama2c import read_llama2c_tokenizer
 from model_factory import canonical_weights, tiny_hf_model, write_llama2c, write_llama2c_tokenizer
 
 from hardwire.errors import ConfigError, HardwireError, ModelFormatError
+from hardwire.gen.frontends import load_model
+from hardwire.gen.frontends.llama2c import read_llama2c_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from quant_helpers import CharTokenizer, random_loaded
+from safetensors.numpy import save
+
+from hardwire.errors import ModelFormatError
 from hardwire.gen.native import (
     StoredTokenizer,
     _flatten,
@@ -12,10 +16,6 @@ from hardwire.gen.native import (
 )
 from hardwire.gen.quantize import quantize
 from hardwire.sim.golden import GoldenModel
-from quant_helpers import CharTokenizer, random_loaded
-from safetensors.numpy import save
-
-from hardwire.errors import ModelFormatError
 
 
 @pytest.fixture(scope="module", params=["int8", "int4-g8-tied"])
@@ -69,8 +69,9 @@ def test_bytes_identical_and_plain_safetensors(qm, tmp_path):
 
 
 def test_hf_tokenizer_travels(tmp_path):
-    from hardwire.gen.tokenizer import HFTokenizer
     from model_factory import char_tokenizer_json
+
+    from hardwire.gen.tokenizer import HFTokenizer
     char_tokenizer_json(tmp_path / "tokenizer.json", 29)
     qm = quantize(random_loaded(0, tokenizer=HFTokenizer(tmp_path / "tokenizer.json")))
     save_native(qm, tmp_path / "m.hwq")

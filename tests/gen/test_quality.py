@@ -2,13 +2,13 @@ import math
 
 import numpy as np
 import pytest
+from quant_helpers import random_loaded
+
+from hardwire.errors import HardwireError
 from hardwire.gen.quality import cross_entropy, evaluate
 from hardwire.gen.quantize import quantize
 from hardwire.sim.golden import GoldenModel
 from hardwire.sim.reference import FloatModel
-from quant_helpers import random_loaded
-
-from hardwire.errors import HardwireError
 
 
 def test_cross_entropy_values():

@@ -2,6 +2,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from quant_helpers import CharTokenizer, block_q8_0, random_loaded
+
+from hardwire.errors import ConfigError, ModelFormatError
 from hardwire.gen import calibrate as calibrate_mod
 from hardwire.gen.model import BlockQuantized
 from hardwire.gen.native import native_bytes
@@ -16,11 +21,6 @@ from hardwire.gen.quantize import (
 )
 from hardwire.sim import golden_ops as ops
 from hardwire.sim.golden import GoldenModel
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from quant_helpers import CharTokenizer, block_q8_0, random_loaded
-
-from hardwire.errors import ConfigError, ModelFormatError
 
 # --- fixed-point multipliers -------------------------------------------------------------------
 
@@ -244,8 +244,9 @@ def test_calibration_sources(loaded, monkeypatch, tmp_path):
 
 
 def test_huggingface_model_end_to_end(tmp_path):
-    from hardwire.gen.frontends import load_model
     from model_factory import tiny_hf_model
+
+    from hardwire.gen.frontends import load_model
     path, _ = tiny_hf_model(tmp_path, dim=32, n_heads=2, n_kv_heads=1, ffn_dim=48, vocab=40,
                             ctx=20)
     loaded = load_model(path)
@@ -269,9 +270,10 @@ def test_kept_blocks_refused_when_out_of_range(loaded):
 
 def test_gguf_q4_0_kept_end_to_end(tmp_path):
     """A real Q4_0 file (negative block scales) keeps its integers and tracks the float model."""
+    from model_factory import write_gguf
+
     from hardwire.gen.frontends import load_model
     from hardwire.gen.quality import evaluate
-    from model_factory import write_gguf
     base = random_loaded(2, dim=64, head_dim=16, n_heads=4, n_kv_heads=2, ffn_dim=64,
                          vocab_size=40)
     write_gguf(tmp_path / "m.gguf", base, qtype="Q4_0")

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from hardwire.hdl.argmax import Argmax
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.argmax import Argmax
+from hardwire.sim import golden_ops as g
 
 
 def check(lanes, vectors, pauses=(0.0, 0.0), seed=0):

@@ -9,11 +9,12 @@ from amaranth import signed, unsigned
 from amaranth.hdl import Fragment
 from amaranth.lib import data
 from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hardwire.hdl.attention import Attention
 from hardwire.hdl.stream_sim import random_pauses, stream_get, stream_put
 from hardwire.sim import golden_ops as g
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 TABLE = g.exp2_table().tolist()
 # (input idle probability, output backpressure probability): none, idle, backpressure, both.

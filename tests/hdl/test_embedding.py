@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from hardwire.hdl.embedding import Embedding
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.embedding import Embedding
+from hardwire.sim import golden_ops as g
 
 QMAX = {"int8": 127, "int4": 7, "ternary": 1}
 
@@ -70,6 +71,7 @@ def test_backpressure_and_bad_ids(pauses):
 
 def test_error_flag_is_sticky():
     from amaranth.sim import Simulator
+
     from hardwire.hdl.stream_sim import stream_get, stream_put
     table = np.array([[1, -1, 0]] * 5)
     dut = Embedding(table=table.tolist(), M=[1 << 14] * 5, s=[14] * 5, lanes=2)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 from amaranth import signed
-from hardwire.hdl.residual import ResidualAdd
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.residual import ResidualAdd
+from hardwire.sim import golden_ops as g
 
 
 def check(n, lanes, xs, ys, pauses=(0.0, 0.0), seed=0):

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from hardwire.hdl.rmsnorm import RMSNorm
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.rmsnorm import RMSNorm
+from hardwire.sim import golden_ops as g
 
 TABLE = g.rsqrt_table().tolist()
 

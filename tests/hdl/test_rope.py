@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from hardwire.hdl.rope import RoPE
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.rope import RoPE
+from hardwire.sim import golden_ops as g
 
 
 def make(head_dim, n_heads, context, pairing, lanes, theta=10000.0):

@@ -6,6 +6,7 @@ from amaranth import Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
 from hardwire.hdl.stream_sim import (
     random_pauses,
     stream_check,

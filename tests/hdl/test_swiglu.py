@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from hardwire.hdl.swiglu import SwiGLU
-from hardwire.sim import golden_ops as g
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_bench import PAUSES, elaborate, run_unit
+
+from hardwire.hdl.swiglu import SwiGLU
+from hardwire.sim import golden_ops as g
 
 
 def make(n, lanes, scale=0.05, ratio=0.01):

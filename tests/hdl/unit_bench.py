@@ -4,6 +4,7 @@ import random
 
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
+
 from hardwire.hdl.stream_sim import random_pauses, stream_get_all, stream_monitor, stream_put_all
 
 __all__ = ["run_unit", "to_list", "elaborate", "PAUSES"]

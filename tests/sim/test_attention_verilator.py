@@ -1,6 +1,7 @@
 """The attention unit's exported Verilog on Verilator (cocotb), bit-exact against the golden op."""
 
 import numpy as np
+
 from hardwire.hdl.attention import Attention
 from hardwire.sim import golden_ops as g
 from hardwire.sim.verilator import build_verilator, run_bench, verilog_text

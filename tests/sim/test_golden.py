@@ -2,14 +2,14 @@ import time
 
 import numpy as np
 import pytest
+from quant_helpers import random_loaded
+
+from hardwire.errors import HardwireError
 from hardwire.gen.quality import cross_entropy
 from hardwire.gen.quantize import quantize
 from hardwire.sim import golden_ops as ops
 from hardwire.sim.golden import TRACE_LAYER_POINTS, GoldenModel
 from hardwire.sim.reference import FloatModel
-from quant_helpers import random_loaded
-
-from hardwire.errors import HardwireError
 
 # --- golden_ops edge cases ---------------------------------------------------------------------
 

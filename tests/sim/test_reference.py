@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from hardwire.gen.frontends import load_model
-from hardwire.sim.reference import LAYER_POINTS, FloatModel, observe_points
 from model_factory import tiny_hf_model
 
 from hardwire.errors import HardwireError
+from hardwire.gen.frontends import load_model
+from hardwire.sim.reference import LAYER_POINTS, FloatModel, observe_points
 
 # Odd shapes on purpose: 3 heads sharing 1 KV head, FFN and vocab not powers of two.
 SHAPES = {

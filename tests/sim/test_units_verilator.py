@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring
+
 from hardwire.hdl.argmax import Argmax
 from hardwire.hdl.embedding import Embedding
 from hardwire.hdl.residual import ResidualAdd

@@ -8,7 +8,7 @@ OUT      ?= build/verilog
 JOBS     ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup verilog sim test lint clean doctor
+.PHONY: help setup verilog sim test lint clean doctor bench
 
 help:  ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
@@ -36,6 +36,9 @@ sim: setup  ## run the longer cocotb/Verilator sweeps (marker: slow)
 
 test: setup  ## run the whole test suite on $(JOBS) workers
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+
+bench: setup  ## measure engine speeds; figures go to bench/results/
+	$(BIN)/python scripts/bench_engines.py --model $(MODEL)
 
 lint: setup  ## ruff over the code
 	$(BIN)/ruff check hardwire hdl gen sim tests scripts

@@ -1,118 +1,211 @@
-"""Matrix–vector product with int8 weights held in a ROM, ``lanes`` multiply–accumulates a cycle."""
+"""Matrix–vector product with constant weights in a ROM (int8, int5, int4 or ternary), optional
+per-group scale multipliers and per-row requantization, ``lanes`` multiply–accumulates a cycle."""
 
 import operator
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MatVec", "accumulator_bits"]
+from .vector_unit import adder_tree, rshift_round_var, saturate
+
+__all__ = ["MatVec", "accumulator_bits", "WEIGHT_RANGES", "REQUANT_CYCLES"]
+
+#: Weight value range per ROM width ``bits`` (2 is ternary).
+WEIGHT_RANGES = {8: (-128, 127), 5: (-16, 15), 4: (-8, 7), 2: (-1, 1)}
+
+#: Cycles the requantization and collection add to the latency when ``requant`` is given.
+REQUANT_CYCLES = 2
+
+GROUP_MULT_MAX = 1 << 14          # |g| <= 2^14 (docs/numerics.md)
+M_MAX = (1 << 15) - 1             # M < 2^15
+SHIFT_RANGE = (1, 62)
 
 
-def accumulator_bits(in_features):
-    """Signed width of a per-row int8 × int8 accumulator over ``in_features`` terms.
+def accumulator_bits(in_features, *, grouped=False):
+    """Signed width of a row accumulator over ``in_features`` terms (``docs/numerics.md``).
 
-    ``docs/numerics.md``: ``|acc| <= n * 2^14``, so ``bit_length(n * 2^14) + 1`` bits.
+    Per row ``|acc| <= n * 2^14``; with group multipliers ``|acc| <= n * 2^28``; the width is
+    ``bit_length(bound) + 1``.
     """
-    return (in_features * 2 ** 14).bit_length() + 1
+    return (in_features << (28 if grouped else 14)).bit_length() + 1
 
 
-def _adder_tree(terms):
-    # Balanced, so the depth of the adder chain grows with log2(lanes), not lanes.
-    while len(terms) > 1:
-        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
-                 for k in range(0, len(terms), 2)]
-    return terms[0]
+def _check_int(name, value, lo, hi):
+    # The messages say "an integer in lo..hi", as this module always has.
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer in {lo}..{hi}, not {value!r}") from None
+    if not lo <= number <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+    return number
+
+
+def _check_int_list(name, values, lo, hi, *, length):
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a list of {length} integers, not {values!r}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of {length} integers, not {values!r}") from None
+    if len(items) != length:
+        raise ValueError(f"{name} must have {length} entries, not {len(items)}")
+    return tuple(_check_int(f"{name}[{k}]", v, lo, hi) for k, v in enumerate(items))
 
 
 class MatVec(wiring.Component):
-    """Matrix–vector product ``acc[o] = sum_i W[o, i] * x[i]`` with constant int8 weights.
+    """Matrix–vector product with constant weights, optionally grouped and requantized.
 
-    The weights are a ROM: word ``o * chunks + c`` holds ``W[o, c*lanes : (c+1)*lanes]`` side by
-    side (lane ``l`` in bits ``8l .. 8l+7``), the last chunk of a row padded with zeros. Each cycle
-    one word is read and ``lanes`` products are added to the running sum of the current row;
-    rows come out in order, one accumulator per row, exact (never wraps: sized from the bound in
-    ``docs/numerics.md``).
+    Computes, as ``hardwire.sim.golden_ops.linear`` does::
+
+        acc_j[o] = sum over i in group j of  W[o, i] * x[i]
+        acc[o]   = sum_j g[o, j] * acc_j[o]      (group_mult given)  |  sum_i W[o, i] * x[i]
+        y[o]     = sat_b(rshift_round(acc[o] * M[o], s[o]))            (requant given)
+
+    The weights are a ROM of ``lanes * bits``-bit words (lane ``l`` in bits ``bits*l ..
+    bits*l + bits - 1``, sign-extended on use). Each row is cut into chunks of at most ``lanes``
+    weights that never cross a group boundary: group ``j`` of a row takes
+    ``ceil(len_j / lanes)`` consecutive words, the last one padded with zeros (without groups,
+    the row is one group of ``in_features``). Word ``o * chunks + c`` is chunk ``c`` of row
+    ``o``. Group multipliers sit in a second ROM (``signed(16)``, word ``o * n_groups + j``) read
+    in step with the weights; ``M`` and ``shift - 1`` in a third (one word per row), read as the
+    row's sum finishes.
 
     Parameters
     ----------
     weights : list of list of int
-        ``out_features`` rows of ``in_features`` integers in ``-128..127`` (any shape, no
-        power-of-two requirement).
+        ``out_features`` rows of ``in_features`` integers in :data:`WEIGHT_RANGES` ``[bits]``.
     lanes : int
-        Multiply–accumulates per cycle, ``1 <= lanes <= in_features``. ``lanes == in_features``
-        gives one output row per cycle.
+        Multiply–accumulates per cycle: ``1..in_features``, and ``1..group_size`` with groups
+        (a chunk never spans two groups).
+    bits : int
+        ROM width of a weight: 8 (default), 5, 4, or 2 (ternary, ``{-1, 0, 1}``).
+    group_size, group_mult : int, list of list of int
+        Both or neither. ``group_size`` in ``1..in_features``; ``group_mult`` is
+        ``out_features`` rows of ``ceil(in_features / group_size)`` integers with
+        ``|g| <= 2^14`` (the last group may be shorter than ``group_size``).
+    requant : tuple ``(M, shift, out_bits)`` or None
+        Per-row ``M`` in ``0..2^15-1`` and ``shift`` in ``1..62`` (``out_features`` each), and
+        ``out_bits`` 8 or 16. ``None`` (default): one raw accumulator per row.
 
     Members
     -------
     i : ``In(stream.Signature(data.ArrayLayout(signed(8), in_features)))``
-        One whole input vector per transfer (element ``k`` in bits ``8k .. 8k+7``). The vector
-        is latched on transfer; the next one is accepted in the cycle the last ROM word of the
-        current one is used, so back-to-back vectors overlap with no bubble.
-    o : ``Out(stream.Signature(signed(acc_bits)))``
-        ``out_features`` transfers per input vector, row 0 first. Backpressure stalls the unit
-        (the output holds one finished row; the pipeline stops when the next row finishes)
-        without losing or repeating a row.
+        One whole input vector per transfer, latched; the next one is accepted in the cycle the
+        last ROM word of the current one is used, so back-to-back vectors have no bubble.
+    o : without ``requant``: ``Out(stream.Signature(signed(acc_bits)))``
+        ``out_features`` transfers per input vector, row 0 first.
+    o : with ``requant``: ``Out(stream.Signature(data.ArrayLayout(signed(out_bits),
+        out_features)))``
+        One transfer per input vector carrying the whole requantized vector (row ``o`` in
+        element ``o``).
+
+    Backpressure on ``o`` stalls the whole pipeline (nothing lost or repeated); ``o.valid`` and
+    ``o.payload`` come from registers; ``i.ready`` depends combinationally on ``o.ready``.
 
     Timing (both streams always ready)
     ----------------------------------
-    - ``cycles_per_vector = out_features * chunks`` with ``chunks = ceil(in_features / lanes)``:
-      steady-state distance between consecutive input vectors, and between consecutive outputs
-      of the same row index. Rows of one vector come out every ``chunks`` cycles.
-    - ``latency = cycles_per_vector + 1``: from the cycle an input vector is accepted (its
-      transfer edge) to the cycle the last row of that vector is valid on ``o``. The first row is
-      valid ``chunks + 1`` cycles after acceptance.
+    - ``cycles_per_vector = out_features * chunks`` (``chunks`` ROM words per row, see above):
+      steady-state distance between input vectors (and between output vectors).
+    - ``latency = cycles_per_vector + 1`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``):
+      from an input vector's transfer edge to the cycle its last row (its requantized vector) is
+      valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
+      ``chunks + 1`` cycles after the input transfer.
 
-    The ROM read address is issued in the same cycle as the input transfer (it does not depend
-    on the data), so ``i.ready`` depends combinationally on ``o.ready``, and the read-port enable
-    on ``i.valid``; ``o.valid`` and ``o.payload`` come straight from registers.
-
-    Resources: the ROM (``rom_bits``), an ``8 * in_features``-bit input latch, ``lanes`` 8×8
-    signed multipliers feeding a balanced adder tree, an ``acc_bits`` running sum and an
-    ``acc_bits`` output register.
+    Resources: the ROMs (``rom_bits``), an ``8 * in_features``-bit input latch, ``lanes``
+    ``bits``×8 multipliers into a balanced adder tree, the ``acc_bits`` row sum (plus, grouped,
+    a group sum and one 16×group-sum multiplier), and with ``requant`` one ``acc_bits``×15
+    multiplier, one barrel shifter and an ``out_bits * out_features``-bit collection register
+    besides the output register.
 
     Raises
     ------
-    TypeError
-        ``weights`` is not a list of rows, a weight is not an integer, or ``lanes`` is not an
-        integer (``lanes must be an integer in 1..{in_features}, not {lanes!r}``).
-    ValueError
-        No rows or columns; a row of another length than row 0
-        (``weights row {o} has {k} columns, expected {n} (the length of row 0)``); a weight
-        outside ``-128..127`` (``weights[{o}][{i}] must be an integer in -128..127, not {w!r}``);
-        ``lanes`` outside ``1..in_features`` (same message as above).
+    TypeError, ValueError
+        With an exact message naming the parameter (and entry) and the allowed range, e.g.
+        ``weights[{o}][{i}] must be an integer in -8..7, not 9``.
     """
 
-    def __init__(self, *, weights, lanes):
-        rows = self._check_weights(weights)
-        n = len(rows[0])
-        if not isinstance(lanes, int) or isinstance(lanes, bool):
-            raise TypeError(f"lanes must be an integer in 1..{n}, not {lanes!r}")
-        if not 1 <= lanes <= n:
-            raise ValueError(f"lanes must be an integer in 1..{n}, not {lanes!r}")
+    def __init__(self, *, weights, lanes, bits=8, group_size=None, group_mult=None,
+                 requant=None):
+        if isinstance(bits, bool) or bits not in WEIGHT_RANGES:
+            raise ValueError(f"bits must be 8, 5, 4 or 2, not {bits!r}")
+        rows = self._check_weights(weights, *WEIGHT_RANGES[bits])
+        n, out = len(rows[0]), len(rows)
+
+        if (group_size is None) != (group_mult is None):
+            raise ValueError("group_size and group_mult must be given together")
+        if group_size is None:
+            groups = [(0, n)]
+            gmult = None
+            max_lanes = n
+        else:
+            group_size = _check_int("group_size", group_size, 1, n)
+            groups = [(k, min(group_size, n - k)) for k in range(0, n, group_size)]
+            gmult = self._check_group_mult(group_mult, out, len(groups))
+            max_lanes = group_size
+        lanes = _check_int("lanes", lanes, 1, max_lanes)
+
+        if requant is not None:
+            try:
+                M, shift, out_bits = requant
+            except (TypeError, ValueError):
+                raise TypeError(f"requant must be a tuple (M, shift, out_bits), not {requant!r}"
+                                ) from None
+            M = _check_int_list("requant M", M, 0, M_MAX, length=out)
+            shift = _check_int_list("requant shift", shift, *SHIFT_RANGE, length=out)
+            if isinstance(out_bits, bool) or out_bits not in (8, 16):
+                raise ValueError(f"requant out_bits must be 8 or 16, not {out_bits!r}")
+            requant = (M, shift, out_bits)
 
         self._weights = tuple(tuple(row) for row in rows)
-        self._in = n
-        self._out = len(rows)
-        self._lanes = lanes
-        self._chunks = -(-n // lanes)
-        self._acc_bits = accumulator_bits(n)
+        self._in, self._out, self._lanes, self._bits = n, out, lanes, bits
+        self._group_size = group_size
+        self._group_mult = gmult
+        self._requant = requant
+        # One entry per chunk of a row: (first input, inputs, first of its group, last of it,
+        # in the row's first group).
+        self._plan = []
+        for start, length in groups:
+            count = -(-length // lanes)
+            for c in range(count):
+                k = start + c * lanes
+                self._plan.append((k, min(lanes, start + length - k), c == 0, c == count - 1,
+                                   start == 0))
+        self._chunks = len(self._plan)
+        self._acc_bits = accumulator_bits(n, grouped=gmult is not None)
+        self._group_acc_bits = accumulator_bits(group_size or n)
 
         words = []
         for row in rows:
-            padded = list(row) + [0] * (self._chunks * lanes - n)
-            words.extend(padded[c * lanes:(c + 1) * lanes] for c in range(self._chunks))
-        self._rom = MemoryData(shape=data.ArrayLayout(signed(8), lanes), depth=len(words),
+            for k, length, *_ in self._plan:
+                words.append(row[k:k + length] + [0] * (lanes - length))
+        self._rom = MemoryData(shape=data.ArrayLayout(signed(bits), lanes), depth=len(words),
                                init=words)
+        self._group_rom = None
+        if gmult is not None:
+            self._group_rom = MemoryData(shape=signed(16), depth=out * len(groups),
+                                         init=[g for row in gmult for g in row])
+        self._requant_rom = None
+        if requant is not None:
+            self._requant_rom = MemoryData(
+                shape=data.StructLayout({"m": unsigned(15), "shift_minus_one": unsigned(6)}),
+                depth=out, init=[{"m": mm, "shift_minus_one": s - 1}
+                                 for mm, s in zip(M, shift, strict=True)])
+            o_shape = data.ArrayLayout(signed(out_bits), out)
+        else:
+            o_shape = signed(self._acc_bits)
 
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(8), n))),
-            "o": Out(stream.Signature(signed(self._acc_bits))),
+            "o": Out(stream.Signature(o_shape)),
         })
 
     @staticmethod
-    def _check_weights(weights):
+    def _check_weights(weights, lo, hi):
         try:
             rows = [list(row) for row in weights]
         except TypeError:
@@ -126,16 +219,23 @@ class MatVec(wiring.Component):
                 raise ValueError(f"weights row {o} has {len(row)} columns, expected {n} "
                                  f"(the length of row 0)")
             for k, w in enumerate(row):
-                try:
-                    value = operator.index(w)
-                except TypeError:
-                    raise TypeError(f"weights[{o}][{k}] must be an integer in -128..127, not "
-                                    f"{w!r}") from None
-                if not -128 <= value <= 127:
-                    raise ValueError(f"weights[{o}][{k}] must be an integer in -128..127, not "
-                                     f"{w!r}")
-                row[k] = value
+                row[k] = _check_int(f"weights[{o}][{k}]", w, lo, hi)
         return rows
+
+    @staticmethod
+    def _check_group_mult(group_mult, out, n_groups):
+        if isinstance(group_mult, (str, bytes)):
+            raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}")
+        try:
+            rows = [row for row in group_mult]
+        except TypeError:
+            raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}"
+                            ) from None
+        if len(rows) != out:
+            raise ValueError(f"group_mult must have {out} rows (one per output), not {len(rows)}")
+        return tuple(_check_int_list(f"group_mult[{o}]", row, -GROUP_MULT_MAX, GROUP_MULT_MAX,
+                                    length=n_groups)
+                     for o, row in enumerate(rows))
 
     @property
     def weights(self):
@@ -155,25 +255,73 @@ class MatVec(wiring.Component):
         return self._lanes
 
     @property
+    def bits(self):
+        """ROM width of one weight (2: ternary)."""
+        return self._bits
+
+    @property
+    def group_size(self):
+        """Inputs per scale group, ``None`` without group multipliers."""
+        return self._group_size
+
+    @property
+    def group_mult(self):
+        """Group multipliers as a tuple of row tuples, or ``None``."""
+        return self._group_mult
+
+    @property
+    def n_groups(self):
+        """Scale groups per row (1 without group multipliers)."""
+        return 1 if self._group_mult is None else len(self._group_mult[0])
+
+    @property
+    def requant(self):
+        """``(M, shift, out_bits)`` as tuples, or ``None`` (raw accumulators)."""
+        return self._requant
+
+    @property
+    def out_bits(self):
+        """Width of one output element: ``requant``'s ``out_bits``, else ``acc_bits``."""
+        return self._acc_bits if self._requant is None else self._requant[2]
+
+    @property
     def chunks(self):
-        """ROM words per output row, ``ceil(in_features / lanes)``."""
+        """ROM words per output row: ``sum_j ceil(len_j / lanes)`` over the groups of a row
+        (``ceil(in_features / lanes)`` without groups)."""
         return self._chunks
 
     @property
     def acc_bits(self):
-        """Signed width of each output accumulator: ``bit_length(in_features * 2^14) + 1``."""
+        """Signed width of the row sum: ``bit_length(n * 2^14) + 1``, grouped
+        ``bit_length(n * 2^28) + 1``."""
         return self._acc_bits
 
     @property
     def rom(self):
-        """The ROM contents (:class:`amaranth.lib.memory.MemoryData`), inspectable before
-        elaboration."""
+        """The weight ROM (:class:`amaranth.lib.memory.MemoryData`)."""
         return self._rom
 
     @property
+    def group_rom(self):
+        """The group-multiplier ROM (``signed(16)``, word ``o * n_groups + j``), or ``None``."""
+        return self._group_rom
+
+    @property
+    def requant_rom(self):
+        """The per-row ``(m, shift_minus_one)`` ROM, or ``None``."""
+        return self._requant_rom
+
+    @property
     def rom_bits(self):
-        """ROM size in bits: ``out_features * chunks * lanes * 8`` (padding included)."""
-        return self._rom.depth * self._lanes * 8
+        """Total ROM size in bits: ``out_features * chunks * lanes * bits`` (padding included),
+        ``+ 16 * out_features * n_groups`` with groups, ``+ 21 * out_features`` with
+        ``requant``."""
+        total = self._rom.depth * self._lanes * self._bits
+        if self._group_rom is not None:
+            total += self._group_rom.depth * 16
+        if self._requant_rom is not None:
+            total += self._requant_rom.depth * 21
+        return total
 
     @property
     def cycles_per_vector(self):
@@ -182,15 +330,21 @@ class MatVec(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from an input vector's transfer to its last row being valid on ``o``."""
-        return self.cycles_per_vector + 1
+        """Cycles from an input vector's transfer to its last row (its requantized vector) being
+        valid on ``o``: ``cycles_per_vector + 1`` (``+ REQUANT_CYCLES`` with ``requant``)."""
+        return self.cycles_per_vector + 1 + (REQUANT_CYCLES if self._requant else 0)
 
     def elaborate(self, platform):
         m = Module()
         lanes, chunks, rows = self._lanes, self._chunks, self._out
+        grouped = self._group_rom is not None
+        requant = self._requant is not None
 
         m.submodules.rom = rom = Memory(data=self._rom)
         rd = rom.read_port(domain="sync")
+        if grouped:
+            m.submodules.group_rom = group_rom = Memory(data=self._group_rom)
+            rd_g = group_rom.read_port(domain="sync")
 
         x = Signal(data.ArrayLayout(signed(8), self._in))
         busy = Signal()                     # `x` holds a vector whose ROM words are not all used
@@ -210,16 +364,34 @@ class MatVec(wiring.Component):
             chunk.eq(Mux(issuing, next_chunk, 0)),
             row.eq(Mux(issuing, next_row, 0)),
         ]
+        # Constant facts about chunk `chunk` of a row.
+        group_first = Signal()
+        group_last = Signal()
+        row_first = Signal()                # in the row's first group: start a new row sum
+        with m.Switch(chunk):
+            for c, (_, _, first, last, in_first) in enumerate(self._plan):
+                with m.Case(c) if c < chunks - 1 else m.Default():
+                    m.d.comb += [group_first.eq(first), group_last.eq(last),
+                                 row_first.eq(in_first)]
 
         # Stage 1: ROM word of `s1_chunk` is on `rd.data`; multiply with the matching inputs.
         s1_valid = Signal()
         s1_chunk = Signal.like(chunk)
-        s1_first = Signal()                 # first chunk of a row: start a new sum
-        s1_last = Signal()                  # last chunk of a row: the sum goes to `o`
+        s1_row = Signal.like(row)
+        s1_first = Signal()                 # start a new row sum
+        s1_last = Signal()                  # last chunk of a row: the sum leaves stage 1
         s1_final = Signal()                 # last chunk of the last row: `x` is free after this
+        s1_group_first = Signal()
+        s1_group_last = Signal()
 
+        # The whole pipeline stops when its last stage holds a result `o` cannot take.
         stall = Signal()
-        m.d.comb += stall.eq(s1_valid & s1_last & self.o.valid & ~self.o.ready)
+        if requant:
+            s3_valid = Signal()
+            s3_final = Signal()
+            m.d.comb += stall.eq(s3_valid & s3_final & self.o.valid & ~self.o.ready)
+        else:
+            m.d.comb += stall.eq(s1_valid & s1_last & self.o.valid & ~self.o.ready)
         m.d.comb += self.i.ready.eq(~busy | (s1_valid & s1_final & ~stall))
         start = self.i.valid & self.i.ready
         issue = Signal()
@@ -233,13 +405,24 @@ class MatVec(wiring.Component):
                 next_row.eq(Mux(chunk == chunks - 1, row + 1, row)),
                 issuing.eq(addr != self._rom.depth - 1),
             ]
+        if grouped:
+            next_gaddr = Signal(range(max(2, self._group_rom.depth)))
+            gaddr = Signal.like(next_gaddr)
+            m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, 0)),
+                         rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += next_gaddr.eq(gaddr + group_last)
         with m.If(~stall):
             m.d.sync += [
                 s1_valid.eq(issue),
                 s1_chunk.eq(chunk),
-                s1_first.eq(chunk == 0),
+                s1_row.eq(row),
+                # Grouped, the row sum is written once per group: it restarts in group 0.
+                s1_first.eq(row_first if grouped else chunk == 0),
                 s1_last.eq(chunk == chunks - 1),
                 s1_final.eq((chunk == chunks - 1) & (row == rows - 1)),
+                s1_group_first.eq(group_first),
+                s1_group_last.eq(group_last),
             ]
 
         with m.If(s1_valid & s1_final & ~stall):
@@ -247,27 +430,74 @@ class MatVec(wiring.Component):
         with m.If(start):
             m.d.sync += [x.eq(self.i.payload), busy.eq(1)]
 
-        # Inputs of chunk `s1_chunk`; lanes past `in_features` multiply a zero weight anyway, and
-        # a constant zero lets synthesis drop them.
-        lane_x = [Signal(signed(8), name=f"lane_x{l}") for l in range(lanes)]
+        # Inputs of chunk `s1_chunk`; padding lanes multiply a zero weight anyway, and a constant
+        # zero lets synthesis drop them.
+        lane_x = [Signal(signed(8), name=f"lane_x{lane}") for lane in range(lanes)]
         with m.Switch(s1_chunk):
-            for c in range(chunks):
+            for c, (k0, length, *_) in enumerate(self._plan):
                 with m.Case(c) if c < chunks - 1 else m.Default():
-                    for l in range(lanes):
-                        k = c * lanes + l
-                        m.d.comb += lane_x[l].eq(x[k] if k < self._in else 0)
+                    for lane in range(lanes):
+                        m.d.comb += lane_x[lane].eq(x[k0 + lane] if lane < length else 0)
 
-        dot = _adder_tree([rd.data[l] * lane_x[l] for l in range(lanes)])
+        dot = adder_tree([rd.data[lane] * lane_x[lane] for lane in range(lanes)])
         acc = Signal(signed(self._acc_bits))
         total = Signal(signed(self._acc_bits))
-        m.d.comb += total.eq(Mux(s1_first, 0, acc) + dot)
+        if grouped:
+            group_acc = Signal(signed(self._group_acc_bits))
+            group_total = Signal(signed(self._group_acc_bits))
+            m.d.comb += [
+                group_total.eq(Mux(s1_group_first, 0, group_acc) + dot),
+                total.eq(Mux(s1_first, 0, acc) + rd_g.data * group_total),
+            ]
+            with m.If(s1_valid & ~stall):
+                m.d.sync += group_acc.eq(group_total)
+                with m.If(s1_group_last):
+                    m.d.sync += acc.eq(total)
+        else:
+            # One group: `s1_first` is chunk 0 only.
+            m.d.comb += total.eq(Mux(s1_first, 0, acc) + dot)
+            with m.If(s1_valid & ~stall):
+                m.d.sync += acc.eq(total)
+        # `total` is the row's finished sum when `s1_valid & s1_last`.
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(s1_valid & ~stall):
-            with m.If(s1_last):
+        if not requant:
+            with m.If(s1_valid & s1_last & ~stall):
                 m.d.sync += [self.o.payload.eq(total), self.o.valid.eq(1)]
-            with m.Else():
-                m.d.sync += acc.eq(total)
+            return m
 
+        # Stage 2: the row's sum and its (M, shift - 1), read by row index from the third ROM.
+        m.submodules.requant_rom = requant_rom = Memory(data=self._requant_rom)
+        rd_q = requant_rom.read_port(domain="sync")
+        m.d.comb += [rd_q.addr.eq(s1_row), rd_q.en.eq(~stall)]
+        s2_valid, s2_final = Signal(), Signal()
+        s2_acc = Signal(signed(self._acc_bits))
+        # Stage 3: the product acc * M, registered so the multiplier and the barrel shifter
+        # are in separate cycles.
+        s3_product = Signal(signed(self._acc_bits + 16))
+        s3_shift_minus_one = Signal(6)
+        with m.If(~stall):
+            m.d.sync += [
+                s2_valid.eq(s1_valid & s1_last),
+                s2_final.eq(s1_final),
+                s2_acc.eq(total),
+                s3_valid.eq(s2_valid),
+                s3_final.eq(s2_final),
+                s3_product.eq(s2_acc * rd_q.data.m),
+                s3_shift_minus_one.eq(rd_q.data.shift_minus_one),
+            ]
+
+        # Rows arrive in order: shift each one in at the top, so after `out_features` of them
+        # row 0 is element 0, with no row-indexed write decoder.
+        out_bits = self._requant[2]
+        y = Signal(signed(out_bits))
+        m.d.comb += y.eq(saturate(rshift_round_var(s3_product, s3_shift_minus_one), out_bits))
+        collect = Signal(data.ArrayLayout(signed(out_bits), rows))
+        shifted = [collect[k + 1] for k in range(rows - 1)] + [y]
+        with m.If(s3_valid & ~stall):
+            m.d.sync += [collect[k].eq(v) for k, v in enumerate(shifted)]
+            with m.If(s3_final):
+                m.d.sync += [self.o.payload[k].eq(v) for k, v in enumerate(shifted)]
+                m.d.sync += self.o.valid.eq(1)
         return m

@@ -9,7 +9,10 @@ from amaranth.hdl import Fragment
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from hardwire.hdl.matvec import MatVec, accumulator_bits
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardwire.hdl.matvec import REQUANT_CYCLES, MatVec, accumulator_bits
 from hardwire.hdl.stream_sim import (
     random_pauses,
     stream_check,
@@ -18,8 +21,7 @@ from hardwire.hdl.stream_sim import (
     stream_put_all,
     watchdog,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hardwire.sim import golden_ops
 
 
 def reference(weights, vectors):
@@ -38,13 +40,19 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0):
     put_pause = random_pauses(rng, idle) if idle else None
     get_pause = random_pauses(rng, stall) if stall else None
     rows = dut.out_features
+    # Raw accumulators: one transfer per row; requantized: one per vector.
+    per_transfer = 1 if dut.requant is None else rows
+    count = rows * len(vectors) // per_transfer
     results, ins, outs, done = [], [], [], []
 
     async def producer(ctx):
         await stream_put_all(ctx, dut.i, vectors, pause=put_pause)
 
     async def consumer(ctx):
-        results.extend(await stream_get_all(ctx, dut.o, rows * len(vectors), pause=get_pause))
+        got = await stream_get_all(ctx, dut.o, count, pause=get_pause)
+        for payload in got:
+            results.extend([payload] if dut.requant is None
+                           else [payload[k] for k in range(rows)])
         # Nothing more may come out (no duplicated row).
         ctx.set(dut.o.ready, 1)
         for _ in range(dut.chunks + 3):
@@ -213,6 +221,252 @@ def test_accumulator_bits_is_tight():
     ({"weights": 5}, TypeError, "weights must be a list of rows of integers, not 5"),
 ])
 def test_construction_errors(kwargs, error, message):
+    args = {"weights": [[1] * 7, [2] * 7], "lanes": 3, **kwargs}
+    with pytest.raises(error) as info:
+        MatVec(**args)
+    assert str(info.value) == message
+
+
+# --- weight formats, group multipliers, requantization (golden_ops.linear is the oracle) ---
+
+RANGES = {8: (-128, 127), 5: (-16, 15), 4: (-8, 7), 2: (-1, 1)}
+
+
+def random_format(rng, rows, cols, bits, group_size=None, *, negative=True):
+    lo, hi = RANGES[bits]
+    weights = [[rng.randint(lo, hi) for _ in range(cols)] for _ in range(rows)]
+    if group_size is None:
+        return weights, None
+    n_groups = -(-cols // group_size)
+    g_lo = -(2 ** 14) if negative else 0
+    group_mult = [[rng.randint(g_lo, 2 ** 14) for _ in range(n_groups)] for _ in range(rows)]
+    group_mult[0][-1] = -(2 ** 14) if negative else 2 ** 14      # the extremes are allowed
+    return weights, group_mult
+
+
+def golden(weights, vectors, group_mult, group_size, requant):
+    """golden_ops.linear (or its accumulators without ``requant``), one list per vector."""
+    w = np.array(weights, dtype=np.int64)
+    gm = None if group_mult is None else np.array(group_mult, dtype=np.int64)
+    out = []
+    for x in vectors:
+        x = np.array(x, dtype=np.int64)
+        if requant is None:
+            ones = np.ones(len(weights), dtype=np.int64)
+            # M = 1, s = 0 would be the identity, but rshift_round wants s >= 1: use the
+            # accumulators directly (the same _grouped_acc path through M=2, s=1).
+            out.append(golden_ops.linear(x, w, ones * 2, ones, 64, group_mult=gm,
+                                         group_size=group_size).tolist())
+        else:
+            M, shift, out_bits = requant
+            out.append(golden_ops.linear(x, w, np.array(M), np.array(shift), out_bits,
+                                         group_mult=gm, group_size=group_size).tolist())
+    return out
+
+
+def constants(rng, rows, scale_ratio):
+    """Per-row (M, shift) from golden_ops.multiplier, each row's ratio jittered."""
+    pairs = [golden_ops.multiplier(scale_ratio * rng.uniform(0.5, 2.0)) for _ in range(rows)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def check_format(weights, vectors, *, lanes, bits=8, group_size=None, group_mult=None,
+                 requant=None, **pauses):
+    dut = MatVec(weights=weights, lanes=lanes, bits=bits, group_size=group_size,
+                 group_mult=group_mult, requant=requant)
+    got, ins, outs = simulate(dut, vectors, **pauses)
+    want = golden(weights, vectors, group_mult, group_size, requant)
+    assert got == want
+    return dut, want, ins, outs
+
+
+def random_vectors(rng, count, cols):
+    vs = [[rng.randint(-128, 127) for _ in range(cols)] for _ in range(count)]
+    return [[-128] * cols, [127] * cols] + vs
+
+
+@pytest.mark.parametrize("bits", [8, 5, 4, 2])
+@pytest.mark.parametrize("lanes", [1, 3, 10])
+def test_formats_raw_per_row(bits, lanes):
+    rng = random.Random(bits * 100 + lanes)
+    weights, _ = random_format(rng, 4, 10, bits)
+    lo, hi = RANGES[bits]
+    weights[0] = [lo] * 10                    # full negative range through the sign extension
+    weights[1] = [hi] * 10
+    dut, _, _, _ = check_format(weights, random_vectors(rng, 2, 10), lanes=lanes, bits=bits)
+    assert dut.rom_bits == 4 * dut.chunks * lanes * bits
+    # The ROM holds the values at `bits` width; reading a lane gives the signed weight back.
+    assert [dut.rom.init[0][lane] for lane in range(lanes)] == weights[0][:lanes]
+
+
+@pytest.mark.parametrize("bits", [8, 5, 4, 2])
+@pytest.mark.parametrize(("cols", "group_size", "lanes"),
+                         [(10, 4, 1), (10, 4, 3), (10, 4, 4), (12, 4, 2), (7, 7, 7), (9, 2, 2)])
+def test_grouped_raw(bits, cols, group_size, lanes):
+    # 10 / 4 and 9 / 2 have a shorter last group; negative group multipliers throughout.
+    rng = random.Random(bits * 1000 + cols * 10 + lanes)
+    weights, gm = random_format(rng, 3, cols, bits, group_size)
+    dut, _, _, _ = check_format(weights, random_vectors(rng, 2, cols), lanes=lanes, bits=bits,
+                                group_size=group_size, group_mult=gm)
+    n_groups = -(-cols // group_size)
+    sizes = [min(group_size, cols - j * group_size) for j in range(n_groups)]
+    assert dut.chunks == sum(-(-s // lanes) for s in sizes)
+    assert dut.acc_bits == (cols * 2 ** 28).bit_length() + 1
+    assert dut.group_rom.depth == 3 * n_groups
+    assert dut.rom_bits == 3 * dut.chunks * lanes * bits + 16 * 3 * n_groups
+
+
+def test_grouped_accumulator_bound_reached():
+    # w = x = -128, g = -2^14 on every group: acc = -n * 2^28 (negative extreme); g = 2^14
+    # gives +n * 2^28, which needs every bit of acc_bits.
+    n = 9
+    weights = [[-128] * n, [-128] * n]
+    gm = [[-(2 ** 14)] * 3, [2 ** 14] * 3]
+    dut, want, _, _ = check_format(weights, [[-128] * n, [127] * n], lanes=4, group_size=4,
+                                   group_mult=gm)
+    assert want[0] == [-n * 2 ** 28, n * 2 ** 28]
+    assert n * 2 ** 28 > 2 ** (dut.acc_bits - 2) - 1
+
+
+@pytest.mark.parametrize("out_bits", [8, 16])
+@pytest.mark.parametrize(("bits", "group_size", "lanes"),
+                         [(8, None, 1), (8, None, 5), (4, 4, 3), (2, None, 16), (5, 5, 5),
+                          (2, 6, 2), (4, None, 7)])
+def test_requantized_saturates(out_bits, bits, group_size, lanes):
+    rng = random.Random(out_bits + bits * 10 + lanes)
+    rows, cols = 6, 16
+    weights, gm = random_format(rng, rows, cols, bits, group_size)
+    lo, hi = RANGES[bits]
+    weights[0] = [hi] * cols
+    weights[1] = [lo] * cols
+    vectors = random_vectors(rng, 2, cols)
+    # Pick the scale so that the largest magnitude lands at ~4x the output range: the extreme
+    # rows saturate both ways, the random ones mostly do not.
+    raw = golden(weights, vectors, gm, group_size, None)
+    peak = max(abs(v) for vec in raw for v in vec) or 1
+    M, shift = constants(rng, rows, 4 * 2 ** (out_bits - 1) / peak)
+    M[2], shift[2] = 0, 1                     # M = 0: a zero row
+    requant = (M, shift, out_bits)
+    dut, want, _, _ = check_format(weights, vectors, lanes=lanes, bits=bits,
+                                   group_size=group_size, group_mult=gm, requant=requant)
+    flat = [v for vec in want for v in vec]
+    assert max(flat) == 2 ** (out_bits - 1) - 1 and min(flat) == -(2 ** (out_bits - 1))
+    assert any(-(2 ** (out_bits - 1)) < v < 2 ** (out_bits - 1) - 1 and v for v in flat)
+    assert dut.signature.members["o"] == Out(stream.Signature(
+        data.ArrayLayout(signed(out_bits), rows)))
+
+
+def test_requant_rounding_ties_up():
+    # acc * M = +-2^(s-1) (ties) and odd neighbours: round half toward +infinity.
+    weights = [[1], [1], [1], [1]]
+    requant = ([1, 1, 3, 1], [1, 2, 1, 62], 8)
+    vectors = [[v] for v in (-3, -2, -1, 1, 2, 3, 127, -128)]
+    check_format(weights, vectors, lanes=1, requant=requant)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize(("idle", "stall"), [(0.5, 0.0), (0.0, 0.7), (0.5, 0.5)])
+@pytest.mark.parametrize(("bits", "group_size", "lanes"), [(4, 3, 2), (2, None, 1), (8, 5, 5)])
+def test_requant_pauses_on_both_streams(seed, idle, stall, bits, group_size, lanes):
+    rng = random.Random(seed * 7 + lanes)
+    weights, gm = random_format(rng, 5, 11, bits, group_size)
+    M, shift = constants(rng, 5, 2 ** -10)
+    check_format(weights, random_vectors(rng, 4, 11), lanes=lanes, bits=bits,
+                 group_size=group_size, group_mult=gm, requant=(M, shift, 8),
+                 idle=idle, stall=stall, seed=seed)
+
+
+@pytest.mark.parametrize(("bits", "group_size", "lanes", "requant"),
+                         [(4, 4, 3, True), (2, None, 1, True), (8, 3, 3, False),
+                          (5, None, 11, True), (2, 11, 11, True), (8, None, 4, False)])
+def test_timing_formats(bits, group_size, lanes, requant):
+    rng = random.Random(lanes)
+    rows, cols = 3, 11
+    weights, gm = random_format(rng, rows, cols, bits, group_size)
+    rq = (*constants(rng, rows, 2 ** -8), 16) if requant else None
+    dut, _, ins, outs = check_format(weights, random_vectors(rng, 2, cols), lanes=lanes,
+                                     bits=bits, group_size=group_size, group_mult=gm, requant=rq)
+    g = group_size or cols
+    sizes = [min(g, cols - k) for k in range(0, cols, g)]
+    chunks = sum(-(-s // lanes) for s in sizes)
+    assert dut.cycles_per_vector == rows * chunks
+    assert dut.latency == rows * chunks + 1 + (REQUANT_CYCLES if requant else 0)
+    assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == [dut.cycles_per_vector] * 3
+    if requant:
+        assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * 4
+        assert [b - a for a, b in zip(outs, outs[1:], strict=False)] == [
+            dut.cycles_per_vector] * 3
+    else:
+        assert [outs[(k + 1) * rows - 1] - ins[k] for k in range(4)] == [dut.latency] * 4
+
+
+def test_requant_single_row_single_column():
+    check_format([[-1]], [[5], [-128], [127]], lanes=1, bits=2, requant=([16384], [14], 16))
+    check_format([[3]], [[5], [-128]], lanes=1, bits=4, group_size=1, group_mult=[[-16384]],
+                 requant=([32767], [20], 8), stall=0.5)
+
+
+def test_requant_properties_and_roms():
+    weights = [[1, -1, 0, 1, -1]] * 3
+    dut = MatVec(weights=weights, lanes=2, bits=2, group_size=2, group_mult=[[1, -2, 3]] * 3,
+                 requant=([100, 200, 300], [5, 6, 62], 16))
+    assert dut.signature.members["i"] == In(stream.Signature(data.ArrayLayout(signed(8), 5)))
+    assert (dut.bits, dut.group_size, dut.n_groups, dut.chunks, dut.out_bits) == (2, 2, 3, 3, 16)
+    assert dut.requant == ((100, 200, 300), (5, 6, 62), 16)
+    assert dut.rom.depth == 9 and dut.group_rom.depth == 9 and dut.requant_rom.depth == 3
+    assert dut.rom_bits == 9 * 2 * 2 + 9 * 16 + 3 * 21
+    assert [dut.rom.init[2][lane] for lane in range(2)] == [-1, 0]    # short last group padded
+    assert [dut.group_rom.init[k] for k in range(3)] == [1, -2, 3]
+    assert dut.requant_rom.init[2] == {"m": 300, "shift_minus_one": 61}
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"bits": 3}, ValueError, "bits must be 8, 5, 4 or 2, not 3"),
+    ({"bits": True}, ValueError, "bits must be 8, 5, 4 or 2, not True"),
+    ({"bits": 4, "weights": [[1] * 7, [0] * 6 + [8]]}, ValueError,
+     "weights[1][6] must be an integer in -8..7, not 8"),
+    ({"bits": 5, "weights": [[-17] * 7, [0] * 7]}, ValueError,
+     "weights[0][0] must be an integer in -16..15, not -17"),
+    ({"bits": 2, "weights": [[1] * 7, [0, 2] + [0] * 5]}, ValueError,
+     "weights[1][1] must be an integer in -1..1, not 2"),
+    ({"group_size": 3}, ValueError, "group_size and group_mult must be given together"),
+    ({"group_mult": [[1] * 3] * 2}, ValueError,
+     "group_size and group_mult must be given together"),
+    ({"group_size": 0, "group_mult": [[1]] * 2}, ValueError,
+     "group_size must be an integer in 1..7, not 0"),
+    ({"group_size": 8, "group_mult": [[1]] * 2}, ValueError,
+     "group_size must be an integer in 1..7, not 8"),
+    ({"group_size": 2, "group_mult": [[1] * 4] * 2}, ValueError,
+     "lanes must be an integer in 1..2, not 3"),
+    ({"group_size": 3, "group_mult": [[1] * 3]}, ValueError,
+     "group_mult must have 2 rows (one per output), not 1"),
+    ({"group_size": 3, "group_mult": [[1] * 3, [1] * 2]}, ValueError,
+     "group_mult[1] must have 3 entries, not 2"),
+    ({"group_size": 3, "group_mult": [[1] * 3, [1, 16385, 1]]}, ValueError,
+     "group_mult[1][1] must be an integer in -16384..16384, not 16385"),
+    ({"group_size": 3, "group_mult": [[1, 1, -16385], [1] * 3]}, ValueError,
+     "group_mult[0][2] must be an integer in -16384..16384, not -16385"),
+    ({"group_size": 3, "group_mult": 7}, TypeError,
+     "group_mult must be a list of rows of integers, not 7"),
+    ({"requant": 5}, TypeError, "requant must be a tuple (M, shift, out_bits), not 5"),
+    ({"requant": ([1, 1], [1, 1])}, TypeError,
+     "requant must be a tuple (M, shift, out_bits), not ([1, 1], [1, 1])"),
+    ({"requant": ([1, 32768], [1, 1], 8)}, ValueError,
+     "requant M[1] must be an integer in 0..32767, not 32768"),
+    ({"requant": ([-1, 1], [1, 1], 8)}, ValueError,
+     "requant M[0] must be an integer in 0..32767, not -1"),
+    ({"requant": ([1], [1, 1], 8)}, ValueError, "requant M must have 2 entries, not 1"),
+    ({"requant": ([1, 1], [0, 1], 8)}, ValueError,
+     "requant shift[0] must be an integer in 1..62, not 0"),
+    ({"requant": ([1, 1], [1, 63], 8)}, ValueError,
+     "requant shift[1] must be an integer in 1..62, not 63"),
+    ({"requant": ([1, 1], [1, 1.5], 8)}, TypeError,
+     "requant shift[1] must be an integer in 1..62, not 1.5"),
+    ({"requant": ([1, 1], [1, 1], 32)}, ValueError,
+     "requant out_bits must be 8 or 16, not 32"),
+])
+def test_format_construction_errors(kwargs, error, message):
     args = {"weights": [[1] * 7, [2] * 7], "lanes": 3, **kwargs}
     with pytest.raises(error) as info:
         MatVec(**args)

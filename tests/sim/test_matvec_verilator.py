@@ -5,7 +5,9 @@ import re
 
 import numpy as np
 import pytest
+
 from hardwire.hdl.matvec import MatVec
+from hardwire.sim import golden_ops
 from hardwire.sim.verilator import BenchFailure, build_verilator, run_bench, verilog_text
 
 BENCH = "hardwire.sim.bench_matvec"
@@ -114,3 +116,58 @@ def test_design_split_into_several_cpp_files(verilator_cache, tmp_path):
     result = run_bench(built, module=BENCH, work_dir=tmp_path / "big", params=params(dut, xs))
     assert result["cycles_per_vector"] == [61 * 64]
     assert result["latency"] == [61 * 64 + 1] * 2
+
+
+def golden_linear(xs, w, gm, group_size, requant):
+    M, shift, out_bits = requant
+    return [golden_ops.linear(np.array(x), np.array(w), np.array(M), np.array(shift), out_bits,
+                              group_mult=None if gm is None else np.array(gm),
+                              group_size=group_size).tolist() for x in xs]
+
+
+def requant_case(kind):
+    """A grouped int4 case (shorter last group, negative multipliers, 8-bit out) and a ternary
+    per-row case (16-bit out), each scaled so some rows saturate."""
+    rng = random.Random(kind)
+    rows, cols = 9, 40
+    if kind == "int4":
+        bits, group_size, lanes, out_bits = 4, 16, 8, 8
+        w = [[rng.randint(-8, 7) for _ in range(cols)] for _ in range(rows)]
+        w[0], w[1] = [7] * cols, [-8] * cols
+        gm = [[rng.randint(-(2 ** 14), 2 ** 14) for _ in range(3)] for _ in range(rows)]
+        gm[0], gm[1] = [2 ** 14] * 3, [2 ** 14] * 3
+    else:
+        bits, group_size, lanes, out_bits, gm = 2, None, 10, 16, None
+        w = [[rng.randint(-1, 1) for _ in range(cols)] for _ in range(rows)]
+        w[0], w[1] = [1] * cols, [-1] * cols
+    xs = [[-128] * cols, [127] * cols] + [[rng.randint(-128, 127) for _ in range(cols)]
+                                          for _ in range(3)]
+    raw = golden_linear(xs, w, gm, group_size, ([2] * rows, [1] * rows, 64))
+    peak = max(abs(v) for vec in raw for v in vec)
+    pairs = [golden_ops.multiplier(2 * 2 ** (out_bits - 1) / peak * rng.uniform(0.5, 1.5))
+             for _ in range(rows)]
+    requant = ([p[0] for p in pairs], [p[1] for p in pairs], out_bits)
+    dut = MatVec(weights=w, lanes=lanes, bits=bits, group_size=group_size, group_mult=gm,
+                 requant=requant)
+    expected = golden_linear(xs, w, gm, group_size, requant)
+    flat = [v for vec in expected for v in vec]
+    assert max(flat) == 2 ** (out_bits - 1) - 1 and min(flat) == -(2 ** (out_bits - 1))
+    return dut, xs, expected
+
+
+@pytest.mark.parametrize("kind", ["int4", "ternary"])
+@pytest.mark.parametrize(("source_pause", "sink_pause"), [
+    (None, None), ({"probability": 0.4, "seed": 5}, {"probability": 0.6, "seed": 6})])
+def test_requantized_formats_bit_exact(kind, source_pause, sink_pause, verilator_cache,
+                                       tmp_path):
+    dut, xs, expected = requant_case(kind)
+    built = build_verilator(verilog_text(dut, name="matvec"), toplevel="matvec",
+                            cache_dir=verilator_cache)
+    p = params(dut, xs, source_pause=source_pause, sink_pause=sink_pause, expected=expected)
+    result = run_bench(built, module=BENCH, work_dir=tmp_path / kind,
+                       params={**p, "out_bits": dut.out_bits})
+    if source_pause is None:
+        assert result["cycles_per_vector"] == [dut.cycles_per_vector] * (len(xs) - 1)
+        assert result["latency"] == [dut.latency] * len(xs)
+    else:
+        assert min(result["latency"]) >= dut.latency

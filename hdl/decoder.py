@@ -1,0 +1,204 @@
+"""The whole decoder: token stream in, greedily generated token stream out."""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .argmax import Argmax
+from .embedding import Embedding
+from .layer import DecoderLayer, requant_matvec
+from .rmsnorm import RMSNorm
+
+__all__ = ["Decoder"]
+
+MAX_NEW_BITS = 16
+
+
+class Decoder(wiring.Component):
+    """Embedding → N × :class:`DecoderLayer` → final RMSNorm → head matvec → Argmax, with the
+    greedy generation loop on chip. One token is in flight at a time.
+
+    Parameters
+    ----------
+    params : dict
+        :func:`hardwire.gen.hardware.decoder_params` of a quantized model.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"token": unsigned(token_bits), "last": 1})))``
+        Prompt tokens. ``last`` marks the final prompt token; generation starts after it.
+        ``token_bits = max(16, bit_length(vocab))``.
+    o : ``Out(stream.Signature(<the same layout>)))``
+        Generated tokens; ``last`` is high on the final one of a generation.
+    max_new : ``In(16)``
+        Limit on new tokens, sampled at the transfer of the ``last`` prompt token. 0 runs the
+        prompt (fills the KV cache) and generates nothing.
+    start : ``In(1)``
+        Strobe: begins a new sequence at position 0 and clears ``error``/``context_full``.
+        Honoured in any cycle where ``busy`` is low (it abandons a partial prompt); ignored while
+        ``busy``. In a cycle with ``start`` high no input is taken.
+    busy : ``Out(1)``
+        A token is in the pipeline or a generation is under way (``i.ready`` is low).
+    context_full : ``Out(1)``
+        Sticky until ``start``. Set when a prompt token arrives with all ``context`` positions
+        used (the token is taken off the stream and discarded), or when a generated token would
+        have to be fed back at position ``context`` (it is emitted with ``last`` high and the
+        generation stops short of ``max_new``). Positions never wrap.
+    error : ``Out(1)``
+        Sticky until ``start``: a prompt token id ``>= vocab`` arrived; it is taken off the stream
+        and discarded, never reaches the embedding ROM.
+
+    After ``context_full`` or ``error`` the decoder halts: ``i.ready`` stays low until ``start``.
+
+    Protocol
+    --------
+    After reset (or ``start``) the decoder waits for prompt tokens at position 0. Each accepted
+    token runs through the embedding and all layers at the next position (filling the KV
+    caches); non-final prompt tokens skip the final norm, head and argmax. After the ``last``
+    prompt token (with ``max_new > 0``) the decoder emits the argmax token on ``o`` and, unless
+    it ends the generation, feeds it back as the next input on chip. The generation ends after
+    ``max_new`` tokens, after emitting the model's ``eos_id`` (when it has one), or on
+    ``context_full``; its final token carries ``last``. Then ``busy`` drops and the decoder takes
+    prompt tokens again *continuing the same sequence* (the final generated token is not in the
+    KV cache: send it back first to continue the text) until ``start`` begins a new one. The
+    emitted tokens are exactly ``GoldenModel.generate(prompt, max_new)`` while the prompt plus
+    all new tokens but the last fit the context.
+
+    Timing
+    ------
+    :meth:`cycles_per_token` ``(pos)``: clock edges between consecutive output transfers when
+    the token emitted first is fed back at position ``pos`` (``o`` always ready): the sum of the
+    units' latencies along the chain plus one edge to feed the token back.
+    :meth:`cycles_per_prompt_token` ``(pos)``: edges between consecutive input transfers of
+    non-final prompt tokens (input always valid).
+    """
+
+    def __init__(self, *, params):
+        p = params
+        self._vocab, self._dim, self._context = p["vocab"], p["dim"], p["context"]
+        self._eos = p["eos_id"]
+        self.embed = Embedding(**p["embed"])
+        self.layers = [
+            DecoderLayer(params=lp, dim=self._dim, context=self._context, rsqrt=p["rsqrt"],
+                         exp2=p["exp2"], rope_cos=p["rope_cos"], rope_sin=p["rope_sin"])
+            for lp in p["layers"]]
+        self.norm = RMSNorm(rsqrt_table=p["rsqrt"], **p["norm"])
+        self.head = requant_matvec(p["head"])
+        self.argmax = Argmax(n=self._vocab, **p["argmax"])
+        self._token_bits = max(16, self._vocab.bit_length())
+        layout = data.StructLayout({"token": unsigned(self._token_bits), "last": 1})
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+            "max_new": In(MAX_NEW_BITS),
+            "start": In(1),
+            "busy": Out(1),
+            "context_full": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def vocab(self):
+        return self._vocab
+
+    @property
+    def context(self):
+        return self._context
+
+    @property
+    def eos_id(self):
+        return self._eos
+
+    def _body_cycles(self, pos):
+        return self.embed.latency + sum(layer.cycles(pos) for layer in self.layers)
+
+    def cycles_per_token(self, pos):
+        """Clock edges per generated token fed back at position ``pos`` (see the docstring)."""
+        return (1 + self._body_cycles(pos) + self.norm.latency + self.head.latency
+                + self.argmax.latency)
+
+    def cycles_per_prompt_token(self, pos):
+        """Clock edges per non-final prompt token at position ``pos``."""
+        return 2 + self._body_cycles(pos)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.embed = self.embed
+        for n, layer in enumerate(self.layers):
+            m.submodules[f"layer{n}"] = layer
+        m.submodules.norm = self.norm
+        m.submodules.head = self.head
+        m.submodules.argmax = self.argmax
+
+        ctx = self._context
+        pos = Signal(range(ctx + 1))           # position of the next token fed in
+        token = Signal(unsigned(self._token_bits))
+        want = Signal()                        # the token in flight needs its logits
+        left = Signal(MAX_NEW_BITS)            # tokens still to emit
+
+        # Chain: embedding → layers; the layers carry pos along.
+        first, last_layer = self.layers[0], self.layers[-1]
+        m.d.comb += [first.i.valid.eq(self.embed.o.valid), self.embed.o.ready.eq(first.i.ready),
+                     first.i.payload.x.eq(self.embed.o.payload), first.i.payload.pos.eq(pos)]
+        for a, b in zip(self.layers, self.layers[1:], strict=False):
+            wiring.connect(m, a.o, b.i)
+        m.d.comb += [self.norm.i.payload.eq(last_layer.o.payload.x)]
+        wiring.connect(m, self.norm.o, self.head.i)
+        wiring.connect(m, self.head.o, self.argmax.i)
+        m.d.comb += self.embed.i.payload.eq(token)
+
+        eos_hit, full_next, ends = Signal(), Signal(), Signal()
+        if self._eos is not None:
+            m.d.comb += eos_hit.eq(self.argmax.o.payload == self._eos)
+        m.d.comb += [full_next.eq(pos == ctx), ends.eq((left == 1) | eos_hit | full_next)]
+
+        with m.FSM(name="control"):
+            with m.State("PROMPT"):
+                with m.If(self.start):
+                    m.d.sync += [pos.eq(0), self.error.eq(0), self.context_full.eq(0)]
+                with m.Else():
+                    m.d.comb += self.i.ready.eq(1)
+                    with m.If(self.i.valid):
+                        with m.If(self.i.payload.token >= self._vocab):
+                            m.d.sync += self.error.eq(1)
+                            m.next = "HALT"
+                        with m.Elif(pos == ctx):
+                            m.d.sync += self.context_full.eq(1)
+                            m.next = "HALT"
+                        with m.Else():
+                            go = self.i.payload.last & (self.max_new != 0)
+                            m.d.sync += [token.eq(self.i.payload.token), want.eq(go),
+                                         left.eq(self.max_new)]
+                            m.next = "FEED"
+            with m.State("FEED"):
+                m.d.comb += [self.busy.eq(1), self.embed.i.valid.eq(1)]
+                with m.If(self.embed.i.ready):
+                    m.next = "LAYERS"
+            with m.State("LAYERS"):
+                m.d.comb += [self.busy.eq(1), self.norm.i.valid.eq(last_layer.o.valid & want),
+                             last_layer.o.ready.eq(~want | self.norm.i.ready)]
+                with m.If(last_layer.o.valid & last_layer.o.ready):
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(want):
+                        m.next = "EMIT"
+                    with m.Else():
+                        m.next = "PROMPT"
+            with m.State("EMIT"):
+                m.d.comb += [self.busy.eq(1), self.o.valid.eq(self.argmax.o.valid),
+                             self.argmax.o.ready.eq(self.o.ready),
+                             self.o.payload.token.eq(self.argmax.o.payload),
+                             self.o.payload.last.eq(ends)]
+                with m.If(self.o.valid & self.o.ready):
+                    m.d.sync += [left.eq(left - 1), token.eq(self.argmax.o.payload)]
+                    with m.If(ends):
+                        with m.If(full_next & (left != 1) & ~eos_hit):
+                            m.d.sync += self.context_full.eq(1)
+                            m.next = "HALT"
+                        with m.Else():
+                            m.next = "PROMPT"
+                    with m.Else():
+                        m.next = "FEED"
+            with m.State("HALT"), m.If(self.start):
+                m.d.sync += [pos.eq(0), self.error.eq(0), self.context_full.eq(0)]
+                m.next = "PROMPT"
+        return m

@@ -36,8 +36,9 @@ class Embedding(wiring.Component):
     M, s : list of int
         Per-token multiplier (``0..2^15-1``) and shift (``1..62``), in a ROM of ``vocab`` words.
     group_mult : list of list of int, optional
-        ``[vocab][ceil(d / group_size)]`` group multipliers in ``0..2^14``; needs
-        ``group_size``. Stored in the table words, one per group in the word.
+        ``[vocab][ceil(d / group_size)]`` signed group multipliers in ``-2^14..2^14`` (GGUF
+        Q4_0/Q5_0 carry negative block scales); needs ``group_size``. Stored in the table words
+        as ``signed(16)``, one per group in the word.
     group_size : int, optional
         ``G``; the last group may be shorter.
     lanes : int
@@ -82,7 +83,8 @@ class Embedding(wiring.Component):
             if len(g_rows) != self._vocab:
                 raise ValueError(f"group_mult must have {self._vocab} rows, not {len(g_rows)}")
             self._group_mult = tuple(
-                check_int_list(f"group_mult[{t}]", row, 0, GROUP_MULT_MAX, length=n_groups)
+                check_int_list(f"group_mult[{t}]", row, -GROUP_MULT_MAX, GROUP_MULT_MAX,
+                               length=n_groups)
                 for t, row in enumerate(g_rows))
             self._lanes = check_int("lanes", lanes, 1, n_groups * self._group_size)
             plan = LanePlan(segments=n_groups, length=self._group_size, lanes=self._lanes)
@@ -98,7 +100,7 @@ class Embedding(wiring.Component):
         if self._grouped:
             self._word = data.StructLayout({
                 "w": w_layout,
-                "g": data.ArrayLayout(unsigned(15), plan.segments_per_slot)})
+                "g": data.ArrayLayout(signed(16), plan.segments_per_slot)})
         else:
             self._word = w_layout
         words = [self._word_init(t, slot) for t in range(self._vocab) for slot in range(plan.slots)]

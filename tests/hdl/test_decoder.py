@@ -1,16 +1,18 @@
 """The whole decoder in the Amaranth simulator against the golden model, token for token."""
 
 import dataclasses
+import random
 
 import pytest
+from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
-from quant_helpers import random_loaded
+from quant_helpers import block_q8_0, random_loaded
 
 from hardwire.errors import ConfigError
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
 from hardwire.hdl.decoder import Decoder
-from hardwire.hdl.stream_sim import stream_check, watchdog
+from hardwire.hdl.stream_sim import random_pauses, stream_check, watchdog
 from hardwire.sim.golden import GoldenModel
 
 SHAPE = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=24, vocab_size=19,
@@ -32,11 +34,26 @@ def decoder(qm):
     return Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
 
 
-def run(dut, script, *, limit=30_000):
-    """Run ``script``: a list of ``(prompt, max_new)`` sequences, each begun with ``start``; a
-    prompt token may be an int or ``(token, last)``. Returns per sequence the emitted tokens,
-    the cycles of their transfers and the status flags sampled after the sequence."""
+def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
+    """Run ``script``: a list of ``(prompt, max_new)`` or ``(prompt, max_new, opts)`` sequences.
+    A prompt token may be an int or ``(token, last)``.
+
+    ``opts``: ``"start"`` (default true) pulses ``start`` before the prompt; ``"interrupt"``,
+    ``("start", k)``, holds ``start`` high from the ``k``-th emitted token to the end of the
+    generation (recording ``busy`` meanwhile); ``("reset", k)`` pulses the synchronous reset of
+    the ``sync`` domain right after the ``k``-th token and ends the sequence there.
+    ``idle``/``stall``: probabilities of an idle cycle (``i.ready`` high, ``i.valid`` low) before
+    each prompt token and of ``o.ready`` low in a cycle (seeded by ``seed``).
+
+    Returns per sequence the emitted tokens, the cycles of their transfers (``cycles``) and of
+    the prompt transfers (``in_cycles``), and the status flags sampled after the sequence."""
+    rng = random.Random(seed)
+    put_pause = random_pauses(rng, idle) if idle else None
+    get_pause = random_pauses(rng, stall) if stall else None
     results = []
+    top = Module()
+    top.domains.sync = domain = ClockDomain("sync")
+    top.submodules.dut = dut
 
     async def bench(ctx):
         cycle = 0
@@ -46,42 +63,63 @@ def run(dut, script, *, limit=30_000):
             cycle += 1
             return ctx.tick()
 
-        for prompt, max_new in script:
-            ctx.set(dut.start, 1)
-            await tick()
-            ctx.set(dut.start, 0)
+        for prompt, max_new, *rest in script:
+            opts = rest[0] if rest else {}
+            r = {"in_cycles": [], "tokens": [], "cycles": [], "busy_while_start": []}
+            if opts.get("start", True):
+                ctx.set(dut.start, 1)
+                await tick()
+                ctx.set(dut.start, 0)
             ctx.set(dut.max_new, max_new)
             items = [(t, k == len(prompt) - 1) if isinstance(t, int) else t
                      for k, t in enumerate(prompt)]
             for token, last in items:
+                if put_pause is not None:
+                    # Idle while the decoder is ready, so that it sees the gaps.
+                    while not (await tick().sample(dut.i.ready))[2]:
+                        pass
+                    while next(put_pause):
+                        await tick()
                 ctx.set(dut.i.payload, {"token": token, "last": int(last)})
                 ctx.set(dut.i.valid, 1)
                 while not (await tick().sample(dut.i.ready))[2]:
                     pass
+                r["in_cycles"].append(cycle)
                 ctx.set(dut.i.valid, 0)
-            out, cycles = [], []
-            ctx.set(dut.o.ready, 1)
+            kind, at = opts.get("interrupt", (None, None))
             while True:
+                ready = get_pause is None or not next(get_pause)
+                ctx.set(dut.o.ready, ready)
                 # Wait for busy to drop (the prompt has run) or a token.
-                _, _, valid, payload, busy = await tick().sample(dut.o.valid, dut.o.payload,
-                                                                 dut.busy)
-                if valid:
-                    out.append(payload.token)
-                    cycles.append(cycle)
+                _, _, valid, payload, busy, start = await tick().sample(
+                    dut.o.valid, dut.o.payload, dut.busy, dut.start)
+                if start:
+                    r["busy_while_start"].append(busy)
+                if ready and valid:
+                    r["tokens"].append(payload.token)
+                    r["cycles"].append(cycle)
                     if payload.last:
+                        break
+                    if kind == "start" and len(r["tokens"]) == at:
+                        ctx.set(dut.start, 1)
+                    if kind == "reset" and len(r["tokens"]) == at:
+                        ctx.set(domain.rst, 1)
+                        await tick()
+                        ctx.set(domain.rst, 0)
                         break
                 elif not busy:
                     break
+            ctx.set(dut.start, 0)
             ctx.set(dut.o.ready, 0)
             await tick()
-            results.append({"tokens": out, "cycles": cycles, "busy": ctx.get(dut.busy),
-                            "error": ctx.get(dut.error),
-                            "context_full": ctx.get(dut.context_full),
-                            "ready": ctx.get(dut.i.ready)})
+            r.update(busy=ctx.get(dut.busy), error=ctx.get(dut.error),
+                     context_full=ctx.get(dut.context_full), ready=ctx.get(dut.i.ready))
+            results.append(r)
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
+
     async def check(ctx):
         await stream_check(ctx, dut.o)
 
@@ -196,3 +234,102 @@ def test_two_layers_odd_lanes():
     assert r["tokens"] == golden(qm, [9, 2], 4)
     measured = [b - a for a, b in zip(r["cycles"], r["cycles"][1:], strict=False)]
     assert measured == [dut.cycles_per_token(2 + k) for k in range(3)]
+
+
+def _signed_blocks(seed):
+    # Q8_0-style blocks of 8 with every other block scale negative (GGUF Q4_0/Q5_0 style) on the
+    # unfused matrices: negative group multipliers in the embedding and the matvecs.
+    loaded = random_loaded(seed, **SHAPE)
+    blocks = {name: block_q8_0(loaded.weights[name], 8, signed_scales=True)
+              for name in ("embed", "layers.0.wo", "layers.0.w2", "head")}
+    qm = quantize(random_loaded(seed, block_quantized=blocks, **SHAPE), weights="keep")
+    assert (qm.embed.group_mult < 0).any() and (qm.head.group_mult < 0).any()
+    return qm
+
+
+FORMATS = {
+    "int4_g8": lambda: quantize(random_loaded(7, **SHAPE), weights="int4", group_size=8),
+    "ternary": lambda: quantize(random_loaded(8, **SHAPE), weights="ternary"),
+    "tied_int8": lambda: tiny_qm(seed=9, tied_embeddings=True),
+    "q8_0_signed_g8": lambda: _signed_blocks(10),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_formats_match_golden(fmt):
+    qm = FORMATS[fmt]()
+    if fmt == "int4_g8":
+        assert qm.embed.group_size == 8 and qm.layers[0].wq.group_mult.shape == (16, 2)
+        assert abs(qm.layers[0].w1.values).max() <= 7
+    if fmt == "ternary":
+        assert set(qm.layers[0].w2.values.reshape(-1).tolist()) <= {-1, 0, 1}
+    if fmt == "tied_int8":
+        assert qm.spec.tied_embeddings
+    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    script = [([4, 17, 2], 5), ([13], 3)]
+    for (prompt, n), r in zip(script, run(dut, script), strict=True):
+        assert r["tokens"] == golden(qm, prompt, n), (fmt, prompt)
+        assert not r["error"] and not r["context_full"] and not r["busy"]
+
+
+@pytest.mark.parametrize("idle,stall,seed", [(0.5, 0.0, 1), (0.0, 0.7, 2), (0.4, 0.5, 3)])
+def test_idle_and_backpressure(qm, decoder, idle, stall, seed):
+    script = [([6, 1, 14], 5), ([2, 9], 3)]
+    results = run(decoder, script, idle=idle, stall=stall, seed=seed)
+    delay = late = 0
+    for (prompt, n), r in zip(script, results, strict=True):
+        assert r["tokens"] == golden(qm, prompt, n), prompt
+        gaps = [b - a for a, b in zip(r["cycles"], r["cycles"][1:], strict=False)]
+        free = [decoder.cycles_per_token(len(prompt) + k) for k in range(len(gaps))]
+        # Stalls only ever delay a token: never faster than the free-running spacing.
+        assert all(gap >= f for gap, f in zip(gaps, free, strict=True))
+        delay += sum(gaps) - sum(free)
+        taken = [b - a for a, b in zip(r["in_cycles"], r["in_cycles"][1:], strict=False)]
+        late += sum(taken) - sum(decoder.cycles_per_prompt_token(k) for k in range(len(taken)))
+    assert (delay > 0) == bool(stall) and (late > 0) == bool(idle)
+
+
+def test_cycles_per_prompt_token(qm, decoder):
+    prompt = [8, 3, 12, 0, 7, 5]
+    r = run(decoder, [(prompt, 2)])[0]
+    assert r["tokens"] == golden(qm, prompt, 2)
+    measured = [b - a for a, b in zip(r["in_cycles"], r["in_cycles"][1:], strict=False)]
+    # Token k (not the last) sits at position k; the next one is taken cycles_per_prompt_token(k)
+    # edges later. The attention's cost grows with the position.
+    assert measured == [decoder.cycles_per_prompt_token(k) for k in range(len(prompt) - 1)]
+    assert decoder.cycles_per_prompt_token(5) > decoder.cycles_per_prompt_token(0)
+
+
+def test_back_to_back_and_continuation(qm, decoder):
+    # Sequence 2 begins with start right after sequence 1 ends; sequence 3 continues sequence 2
+    # without start: its prompt begins with the final generated token (never fed back).
+    first, second, extra = ([5, 16], 4), ([9, 3], 3), [11, 4]
+    r1, r2 = run(decoder, [first, second])
+    assert r1["tokens"] == golden(qm, *first) and r2["tokens"] == golden(qm, *second)
+    # Sequence 2 began one edge after sequence 1's flags were sampled.
+    assert r2["in_cycles"][0] - r1["cycles"][-1] <= 4
+    cont = [r2["tokens"][-1], *extra]
+    r3, r4 = run(decoder, [second, (cont, 3, {"start": False})])
+    assert r3["tokens"] == r2["tokens"]
+    assert r4["tokens"] == golden(qm, second[0] + r2["tokens"] + extra, 3)
+    assert r4["tokens"] != golden(qm, cont, 3)       # the KV cache really carried over
+
+
+def test_start_is_ignored_while_busy(qm, decoder):
+    prompt, n = [10, 2, 6], 5
+    r, r2 = run(decoder, [(prompt, n, {"interrupt": ("start", 2)}), ([1, 15], 3)])
+    assert len(r["busy_while_start"]) > 2 * decoder.cycles_per_token(len(prompt))
+    assert all(r["busy_while_start"])
+    assert r["tokens"] == golden(qm, prompt, n) and not r["busy"]
+    assert r2["tokens"] == golden(qm, [1, 15], 3)
+
+
+def test_reset_mid_generation(qm, decoder):
+    # The synchronous reset abandons the generation (tokens in flight included) and returns to
+    # position 0: the next sequence needs no start and is exact.
+    prompt, n = [12, 4, 4], 6
+    r, r2 = run(decoder, [(prompt, n, {"interrupt": ("reset", 2)}),
+                          ([3, 17], 4, {"start": False})])
+    assert r["tokens"] == golden(qm, prompt, n)[:2]
+    assert not r["busy"] and r["ready"] and not r["error"] and not r["context_full"]
+    assert r2["tokens"] == golden(qm, [3, 17], 4)

@@ -12,15 +12,19 @@ from hardwire.sim import golden_ops as g
 QMAX = {"int8": 127, "int4": 7, "ternary": 1}
 
 
-def make_table(rng, vocab, d, fmt, group_size=None):
+def make_table(rng, vocab, d, fmt, group_size=None, *, signed_groups=True):
+    """Random table, scales and (with ``group_size``) group multipliers; signed ones (GGUF
+    Q4_0/Q5_0 style) unless ``signed_groups`` is false. The first group of every row holds the
+    row's largest magnitude, ``±2^14``, as the quantizer makes it."""
     q = QMAX[fmt]
     table = rng.integers(-q, q + 1, (vocab, d))
     ratios = rng.uniform(0.5, 3000.0, vocab)
     Ms, ss = zip(*(g.multiplier(r) for r in ratios), strict=True)
     gm = None
     if group_size:
-        gm = rng.integers(0, 2**14 + 1, (vocab, -(-d // group_size)))
-        gm[:, 0] = 2**14
+        low = -2**14 if signed_groups else 0
+        gm = rng.integers(low, 2**14 + 1, (vocab, -(-d // group_size)))
+        gm[:, 0] = 2**14 * (rng.integers(0, 2, vocab) * 2 - 1 if signed_groups else 1)
     return table, np.array(Ms), np.array(ss), gm
 
 
@@ -59,6 +63,28 @@ def test_grouped(d, group_size, lanes):
     table, Ms, ss, gm = make_table(rng, 11, d, "int4", group_size)
     dut = make(table, Ms, ss, gm, group_size, lanes)
     check(dut, table, Ms, ss, gm, group_size, [10, 0, 3, 7])
+
+
+def test_unsigned_groups():
+    rng = np.random.default_rng(4)
+    table, Ms, ss, gm = make_table(rng, 6, 24, "int8", 8, signed_groups=False)
+    dut = make(table, Ms, ss, gm, 8, 8)
+    check(dut, table, Ms, ss, gm, 8, [5, 0, 2])
+
+
+def test_negative_group_multipliers():
+    # Q4_0-style negative block scales flip the sign of whole groups; -2^14 is in range, and
+    # rounding of negative products must match rshift_round (ties toward +infinity).
+    table = np.array([[7, -8, 3, -1, 1, 0, -7, 5], [127, -128, 1, -1, 2, -2, 3, -3]])
+    Ms, ss = np.array([2**14 + 1, 2**15 - 1]), np.array([16, 17])
+    gm = np.array([[-2**14, 2**14, -1, -12345], [-2**14, -2**14, -3, 2**14]])
+    for lanes in (1, 2, 4):
+        dut = make(table, Ms, ss, gm, 2, lanes)
+        check(dut, table, Ms, ss, gm, 2, [0, 1, 1, 0])
+    out = g.embed(1, table, Ms, ss, group_mult=gm, group_size=2)
+    assert out[0] == -2**15 and out[1] == 2**15 - 1     # sign flipped and saturated
+    ref = g.embed(1, table, Ms, ss, group_mult=np.abs(gm), group_size=2)
+    assert (np.sign(out[4:6]) == -np.sign(ref[4:6])).all()
 
 
 @pytest.mark.parametrize("pauses", PAUSES)
@@ -146,7 +172,9 @@ def test_timing_and_roms():
     ({"s": [1, 63]}, ValueError, r"s\[1\] must be an integer 1..62, not 63"),
     ({"group_size": 1}, ValueError, "group_mult and group_size must be given together"),
     ({"group_size": 1, "group_mult": [[1, 2], [3, 2**14 + 1]]}, ValueError,
-     r"group_mult\[1\]\[1\] must be an integer 0..16384, not 16385"),
+     r"group_mult\[1\]\[1\] must be an integer -16384..16384, not 16385"),
+    ({"group_size": 1, "group_mult": [[-2**14 - 1, 2], [3, 4]]}, ValueError,
+     r"group_mult\[0\]\[0\] must be an integer -16384..16384, not -16385"),
     ({"group_size": 1, "group_mult": [[1, 2]]}, ValueError, "group_mult must have 2 rows, not 1"),
     ({"lanes": 3}, ValueError, "lanes must be an integer 1..2, not 3"),
 ])

@@ -1,10 +1,10 @@
 """Greedy decoding: the index of the largest int16 logit, lowest index on ties."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from .vector_unit import LanePlan, Sequencer, check_int, slot_registers
+from .vector_unit import LanePlan, Sequencer, VectorUnit, check_int, slot_registers
 
 __all__ = ["Argmax"]
 
@@ -24,7 +24,7 @@ def _best(pairs):
     return pairs[0]
 
 
-class Argmax(wiring.Component):
+class Argmax(VectorUnit):
     """``token = argmax(logits)`` of ``docs/numerics.md``: the lowest index wins ties.
 
     Parameters
@@ -46,6 +46,7 @@ class Argmax(wiring.Component):
     ``latency = cycles_per_vector = ceil(n / lanes) + 1`` clock edges from the input transfer to
     the output transfer (``o`` always ready), and between input transfers.
     """
+    EXTRA_CYCLES = 1
 
     def __init__(self, *, n, lanes):
         self._n = check_int("n", n, 1, None)
@@ -60,20 +61,6 @@ class Argmax(wiring.Component):
     @property
     def n(self):
         return self._n
-
-    @property
-    def lanes(self):
-        return self._lanes
-
-    @property
-    def latency(self):
-        """``ceil(n / lanes) + 1``."""
-        return self._plan.slots + 1
-
-    @property
-    def cycles_per_vector(self):
-        """``ceil(n / lanes) + 1``."""
-        return self._plan.slots + 1
 
     def elaborate(self, platform):
         m = Module()

@@ -1,13 +1,14 @@
 """Token embedding: a ROM of integer table rows scaled into the int16 residual stream."""
 
 from amaranth.hdl import Module, Shape, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from .vector_unit import (
     LanePlan,
     Sequencer,
+    VectorUnit,
     check_int,
     check_int_list,
     collect_slots,
@@ -24,7 +25,7 @@ def _signed_bits(value):
     return (value if value >= 0 else -value - 1).bit_length() + 1
 
 
-class Embedding(wiring.Component):
+class Embedding(VectorUnit):
     """Embedding of ``docs/numerics.md``: token ``t`` in, ``x[i] = requant(w[t, i] * g[t, i // G],
     M[t], s[t], 16)`` out (per-row scales: ``w[t, i]`` alone).
 
@@ -63,6 +64,7 @@ class Embedding(wiring.Component):
     from the input transfer to the output transfer (``o`` always ready), and between input
     transfers; a bad id takes 1.
     """
+    EXTRA_CYCLES = 2
 
     def __init__(self, *, table, M, s, lanes, group_mult=None, group_size=None):
         rows = self._check_table(table)
@@ -161,10 +163,6 @@ class Embedding(wiring.Component):
         return self._d
 
     @property
-    def lanes(self):
-        return self._lanes
-
-    @property
     def weight_bits(self):
         """Signed width of one table entry in the ROM (2, 4, 8 or in between)."""
         return self._weight_bits
@@ -183,16 +181,6 @@ class Embedding(wiring.Component):
     def rom_bits(self):
         """Bits in both ROMs, padding included."""
         return self._rom.depth * Shape.cast(self._word).width + self._vocab * 21
-
-    @property
-    def latency(self):
-        """``slots + 2`` (see the class docstring)."""
-        return self._plan.slots + 2
-
-    @property
-    def cycles_per_vector(self):
-        """``slots + 2``."""
-        return self._plan.slots + 2
 
     def elaborate(self, platform):
         m = Module()

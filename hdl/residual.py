@@ -1,15 +1,23 @@
 """Residual add: ``x = sat_16(x + y)`` over whole int16 vectors."""
 
 from amaranth.hdl import Module, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from .vector_unit import LanePlan, Sequencer, check_int, collect_slots, saturate, slot_registers
+from .vector_unit import (
+    LanePlan,
+    Sequencer,
+    VectorUnit,
+    check_int,
+    collect_slots,
+    saturate,
+    slot_registers,
+)
 
 __all__ = ["ResidualAdd"]
 
 
-class ResidualAdd(wiring.Component):
+class ResidualAdd(VectorUnit):
     """Residual add of ``docs/numerics.md``: ``out[k] = sat_16(x[k] + y[k])``.
 
     Parameters
@@ -33,6 +41,7 @@ class ResidualAdd(wiring.Component):
     the output transfer with ``o`` always ready, and between input transfers (the next vector is
     accepted at the edge where the previous result is taken).
     """
+    EXTRA_CYCLES = 1
 
     def __init__(self, *, n, lanes):
         self._n = check_int("n", n, 1, None)
@@ -47,20 +56,6 @@ class ResidualAdd(wiring.Component):
     @property
     def n(self):
         return self._n
-
-    @property
-    def lanes(self):
-        return self._lanes
-
-    @property
-    def latency(self):
-        """``ceil(n / lanes) + 1``."""
-        return self._plan.slots + 1
-
-    @property
-    def cycles_per_vector(self):
-        """``ceil(n / lanes) + 1``."""
-        return self._plan.slots + 1
 
     def elaborate(self, platform):
         m = Module()

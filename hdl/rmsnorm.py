@@ -1,13 +1,14 @@
 """RMSNorm: int16 residual vector in, int8 normalized vector out, with a reciprocal-sqrt table."""
 
 from amaranth.hdl import Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from .vector_unit import (
     LanePlan,
     Sequencer,
+    VectorUnit,
     adder_tree,
     check_int,
     check_int_list,
@@ -23,7 +24,7 @@ RSQRT_ENTRIES = 768     # m in [256, 1024)
 RSQRT_FRAC = 20         # RSQRT[j] ~ 2^20 / sqrt(256 + j + 0.5)
 
 
-class RMSNorm(wiring.Component):
+class RMSNorm(VectorUnit):
     """RMSNorm of ``docs/numerics.md`` with gamma kept in the norm::
 
         u = sum_i x[i]^2 + eps_int
@@ -58,6 +59,8 @@ class RMSNorm(wiring.Component):
     to the output transfer (``o`` always ready), and between input transfers: one pass for the
     sum of squares, one cycle to normalize ``u`` and read ``RSQRT``, one scaling pass.
     """
+    PASSES = 2
+    EXTRA_CYCLES = 2
 
     def __init__(self, *, gain, shift, eps_int, rsqrt_table, lanes):
         self._gain = check_int_list("gain", gain, -2 ** 15, 2 ** 15 - 1)
@@ -83,10 +86,6 @@ class RMSNorm(wiring.Component):
         return self._d
 
     @property
-    def lanes(self):
-        return self._lanes
-
-    @property
     def gain_rom(self):
         """Gains, one word of ``lanes`` per cycle (:class:`MemoryData`)."""
         return self._gain_rom
@@ -99,16 +98,6 @@ class RMSNorm(wiring.Component):
     def sum_bits(self):
         """Width of the unsigned sum of squares ``u``: ``bit_length(d * 2^30 + eps_int)``."""
         return (self._d * 2 ** 30 + self._eps).bit_length()
-
-    @property
-    def latency(self):
-        """``2 * ceil(d / lanes) + 2``."""
-        return 2 * self._plan.slots + 2
-
-    @property
-    def cycles_per_vector(self):
-        """``2 * ceil(d / lanes) + 2``."""
-        return 2 * self._plan.slots + 2
 
     def elaborate(self, platform):
         m = Module()

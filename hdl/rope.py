@@ -1,13 +1,14 @@
 """Rotary position embedding of int8 ``q``/``k`` vectors with Q1.14 cos/sin tables in a ROM."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from .vector_unit import (
     LanePlan,
     Sequencer,
+    VectorUnit,
     check_int,
     check_int_list,
     collect_slots,
@@ -22,7 +23,7 @@ ROPE_FRAC = 14
 PAIRINGS = ("half", "interleaved")
 
 
-class RoPE(wiring.Component):
+class RoPE(VectorUnit):
     """RoPE of ``docs/numerics.md`` at position ``pos``, per head, per pair ``(a, b)``::
 
         a' = sat_8(rshift_round(a * C[pos, j] - b * S[pos, j], 14))
@@ -59,6 +60,7 @@ class RoPE(wiring.Component):
     ``latency = cycles_per_vector = slots + 2`` clock edges from the input transfer to the output
     transfer (``o`` always ready), and between input transfers.
     """
+    EXTRA_CYCLES = 2
 
     def __init__(self, *, cos, sin, n_heads, pairing, lanes):
         self._cos = self._check_table("cos", cos)
@@ -128,23 +130,9 @@ class RoPE(wiring.Component):
         return self._pairing
 
     @property
-    def lanes(self):
-        return self._lanes
-
-    @property
     def rom(self):
         """``(C, S)`` words, address ``pos * ceil((head_dim/2) / pairs_per_head) + chunk``."""
         return self._rom
-
-    @property
-    def latency(self):
-        """``slots + 2`` (see the class docstring)."""
-        return self._plan.slots + 2
-
-    @property
-    def cycles_per_vector(self):
-        """``slots + 2``."""
-        return self._plan.slots + 2
 
     def _pair_elements(self, head, j):
         base = head * 2 * self._half

@@ -1,13 +1,14 @@
 """SwiGLU activation: ``hid = requant(SILU[gate + 128] * up, M_h, s_h, 8)`` over int8 vectors."""
 
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from .vector_unit import (
     LanePlan,
     Sequencer,
+    VectorUnit,
     check_int,
     check_int_list,
     collect_slots,
@@ -19,7 +20,7 @@ from .vector_unit import (
 __all__ = ["SwiGLU"]
 
 
-class SwiGLU(wiring.Component):
+class SwiGLU(VectorUnit):
     """SwiGLU product of ``docs/numerics.md``: ``out[k] = sat_8(rshift_round(SILU[gate[k] + 128]
     * up[k] * M, s))``.
 
@@ -47,6 +48,7 @@ class SwiGLU(wiring.Component):
     the output transfer (``o`` always ready), and between input transfers (one extra cycle for
     the synchronous table read).
     """
+    EXTRA_CYCLES = 2
 
     def __init__(self, *, n, silu_table, M, s, lanes):
         self._n = check_int("n", n, 1, None)
@@ -67,10 +69,6 @@ class SwiGLU(wiring.Component):
         return self._n
 
     @property
-    def lanes(self):
-        return self._lanes
-
-    @property
     def silu_table(self):
         return self._table
 
@@ -78,16 +76,6 @@ class SwiGLU(wiring.Component):
     def rom(self):
         """The SILU table (:class:`MemoryData`), inspectable before elaboration."""
         return self._rom
-
-    @property
-    def latency(self):
-        """``ceil(n / lanes) + 2``."""
-        return self._plan.slots + 2
-
-    @property
-    def cycles_per_vector(self):
-        """``ceil(n / lanes) + 2``."""
-        return self._plan.slots + 2
 
     def elaborate(self, platform):
         m = Module()

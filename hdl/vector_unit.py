@@ -10,10 +10,11 @@ and the small sequencer and shift registers every unit is built from.
 import operator
 
 from amaranth.hdl import Mux, Signal
-from amaranth.lib import data
+from amaranth.lib import data, wiring
 
 __all__ = ["check_int", "check_int_list", "saturate", "rshift_round_const", "rshift_round_var",
-           "adder_tree", "LanePlan", "Sequencer", "slot_registers", "collect_slots"]
+           "adder_tree", "LanePlan", "Sequencer", "slot_registers", "collect_slots",
+           "VectorUnit"]
 
 
 def check_int(name, value, lo, hi):
@@ -176,3 +177,29 @@ def collect_slots(m, plan, shape, values, *, name, shift, clear=None):
         for lane, value in enumerate(values):
             m.d.sync += regs[-1][lane].eq(value)
     return regs
+
+
+class VectorUnit(wiring.Component):
+    """Base of the whole-vector units: one vector in, ``lanes`` elements a cycle, one result out.
+
+    A subclass sets ``self._lanes`` and ``self._plan`` (a :class:`LanePlan`) and the class
+    constants ``PASSES`` (walks over the vector) and ``EXTRA_CYCLES`` (fixed pipeline cycles).
+    The next vector is accepted at the edge the result leaves, so both timing figures are
+    ``PASSES * slots + EXTRA_CYCLES`` with ``slots = ceil(n / lanes)``.
+    """
+    PASSES = 1
+    EXTRA_CYCLES = 1
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def latency(self):
+        """Edges from the input transfer to the output valid: ``PASSES*slots + EXTRA_CYCLES``."""
+        return self.PASSES * self._plan.slots + self.EXTRA_CYCLES
+
+    @property
+    def cycles_per_vector(self):
+        """Edges between input transfers when ``o`` is always ready (equal to ``latency``)."""
+        return self.latency

@@ -29,9 +29,10 @@ doctor: setup  ## print every tool's version and whether it works
 	$(BIN)/hardwire doctor
 
 verilog: setup  ## generate RTL for the bundled default model into $(OUT)
-	$(BIN)/hardwire emit matvec $(MODEL) --tensor layers.0.wq --out $(OUT)
+	$(BIN)/hardwire compile $(MODEL) --lanes 16 --out $(OUT)
 
-sim: setup  ## run the longer cocotb/Verilator sweeps (marker: slow)
+sim: setup  ## verify $(MODEL) on Verilator token by token, then the slow sweeps (marker: slow)
+	$(BIN)/hardwire verify $(MODEL) --lanes 16 --prompt "In the beginning" --prompt "And God said" --prompt "Jesus wept" -n 32
 	$(BIN)/python -m pytest -n $(JOBS) -m slow
 
 test: setup  ## run the whole test suite on $(JOBS) workers

@@ -15,7 +15,7 @@ from .errors import HardwireError
 __all__ = ["main", "COMMANDS"]
 
 # Subcommands are listed here as they become real.
-COMMANDS = ["doctor", "inspect", "run", "quality", "emit"]
+COMMANDS = ["doctor", "inspect", "run", "quality", "emit", "compile", "verify"]
 
 
 def build_parser():

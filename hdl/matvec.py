@@ -1,14 +1,13 @@
 """Matrix–vector product with constant weights in a ROM (int8, int5, int4 or ternary), optional
 per-group scale multipliers and per-row requantization, ``lanes`` multiply–accumulates a cycle."""
 
-import operator
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
-from .vector_unit import adder_tree, rshift_round_var, saturate
+from .vector_unit import adder_tree, check_int, rshift_round_var, saturate
 
 __all__ = ["MatVec", "accumulator_bits", "WEIGHT_RANGES", "REQUANT_CYCLES"]
 
@@ -32,19 +31,6 @@ def accumulator_bits(in_features, *, grouped=False):
     return (in_features << (28 if grouped else 14)).bit_length() + 1
 
 
-def _check_int(name, value, lo, hi):
-    # The messages say "an integer in lo..hi", as this module always has.
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer in {lo}..{hi}, not {value!r}") from None
-    if not lo <= number <= hi:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
-    return number
-
-
 def _check_int_list(name, values, lo, hi, *, length):
     if isinstance(values, (str, bytes)):
         raise TypeError(f"{name} must be a list of {length} integers, not {values!r}")
@@ -54,7 +40,7 @@ def _check_int_list(name, values, lo, hi, *, length):
         raise TypeError(f"{name} must be a list of {length} integers, not {values!r}") from None
     if len(items) != length:
         raise ValueError(f"{name} must have {length} entries, not {len(items)}")
-    return tuple(_check_int(f"{name}[{k}]", v, lo, hi) for k, v in enumerate(items))
+    return tuple(check_int(f"{name}[{k}]", v, lo, hi) for k, v in enumerate(items))
 
 
 class MatVec(wiring.Component):
@@ -143,11 +129,11 @@ class MatVec(wiring.Component):
             gmult = None
             max_lanes = n
         else:
-            group_size = _check_int("group_size", group_size, 1, n)
+            group_size = check_int("group_size", group_size, 1, n)
             groups = [(k, min(group_size, n - k)) for k in range(0, n, group_size)]
             gmult = self._check_group_mult(group_mult, out, len(groups))
             max_lanes = group_size
-        lanes = _check_int("lanes", lanes, 1, max_lanes)
+        lanes = check_int("lanes", lanes, 1, max_lanes)
 
         if requant is not None:
             try:
@@ -219,7 +205,7 @@ class MatVec(wiring.Component):
                 raise ValueError(f"weights row {o} has {len(row)} columns, expected {n} "
                                  f"(the length of row 0)")
             for k, w in enumerate(row):
-                row[k] = _check_int(f"weights[{o}][{k}]", w, lo, hi)
+                row[k] = check_int(f"weights[{o}][{k}]", w, lo, hi)
         return rows
 
     @staticmethod

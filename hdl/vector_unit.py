@@ -20,7 +20,7 @@ __all__ = ["check_int", "check_int_list", "saturate", "rshift_round_const", "rsh
 def check_int(name, value, lo, hi):
     """``value`` as an ``int`` in ``lo..hi`` (``hi=None``: unbounded); ``TypeError``/``ValueError``
     naming ``name`` otherwise."""
-    rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+    rng = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer {rng}, not {value!r}")
     try:

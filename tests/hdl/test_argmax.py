@@ -67,7 +67,7 @@ def unsigned_bits(bits):
 
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"n": 0, "lanes": 1}, ValueError, "n must be an integer >= 1, not 0"),
-    ({"n": 8, "lanes": 9}, ValueError, "lanes must be an integer 1..8, not 9"),
+    ({"n": 8, "lanes": 9}, ValueError, "lanes must be an integer in 1..8, not 9"),
     ({"n": "8", "lanes": 1}, TypeError, "n must be an integer >= 1, not '8'"),
 ])
 def test_parameter_errors(kwargs, exc, msg):

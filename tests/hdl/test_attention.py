@@ -156,7 +156,7 @@ def test_cycles_formula():
     dut = make(3, 1, 16, 37, 5)                     # C = 4: post = 26 + 3 + 4 = 33
     assert dut.cycles(0) == 2 * 4 + 2 * (4 + 33) + 34
     assert dut.cycles(36) == 2 * 148 + 2 * (148 + 148) + 34
-    with pytest.raises(ValueError, match=r"^position must be an integer 0\.\.36, not 37$"):
+    with pytest.raises(ValueError, match=r"^position must be an integer in 0\.\.36, not 37$"):
         dut.cycles(37)
 
 
@@ -293,15 +293,15 @@ GOOD = dict(n_heads=4, n_kv_heads=2, head_dim=6, context=9, M_att=20000, s_att=2
     ({"n_kv_heads": 3}, ValueError, "n_heads must be a multiple of n_kv_heads, not 4 and 3"),
     ({"head_dim": 2.0}, TypeError, "head_dim must be an integer >= 1, not 2.0"),
     ({"context": 0}, ValueError, "context must be an integer >= 1, not 0"),
-    ({"M_att": 1 << 15}, ValueError, "M_att must be an integer 0..32767, not 32768"),
-    ({"s_att": 63}, ValueError, "s_att must be an integer 0..62, not 63"),
-    ({"s_att": True}, TypeError, "s_att must be an integer 0..62, not True"),
+    ({"M_att": 1 << 15}, ValueError, "M_att must be an integer in 0..32767, not 32768"),
+    ({"s_att": 63}, ValueError, "s_att must be an integer in 0..62, not 63"),
+    ({"s_att": True}, TypeError, "s_att must be an integer in 0..62, not True"),
     ({"exp2_table": TABLE[:255]}, ValueError, "exp2_table must have 256 entries, not 255"),
     ({"exp2_table": [32768] + [40000] * 255}, ValueError,
-     "exp2_table[1] must be an integer 0..32768, not 40000"),
+     "exp2_table[1] must be an integer in 0..32768, not 40000"),
     ({"exp2_table": [32767] * 256}, ValueError, "exp2_table[0] must be 32768, not 32767"),
-    ({"lanes": 7}, ValueError, "lanes must be an integer 1..6, not 7"),
-    ({"lanes": 0}, ValueError, "lanes must be an integer 1..6, not 0"),
+    ({"lanes": 7}, ValueError, "lanes must be an integer in 1..6, not 7"),
+    ({"lanes": 0}, ValueError, "lanes must be an integer in 1..6, not 0"),
 ])
 def test_parameter_errors(change, exc, msg):
     with pytest.raises(exc) as info:

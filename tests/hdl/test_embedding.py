@@ -166,17 +166,17 @@ def test_timing_and_roms():
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"table": [[1, 2], [3]]}, ValueError, r"table row 1 has 1 columns, expected 2 \(the length "
                                            r"of row 0\)"),
-    ({"table": [[1, 200], [3, 4]]}, ValueError, r"table\[0\]\[1\] must be an integer "
+    ({"table": [[1, 200], [3, 4]]}, ValueError, r"table\[0\]\[1\] must be an integer in "
                                                 r"-128..127, not 200"),
     ({"M": [1]}, ValueError, "M must have 2 entries, not 1"),
-    ({"s": [1, 63]}, ValueError, r"s\[1\] must be an integer 1..62, not 63"),
+    ({"s": [1, 63]}, ValueError, r"s\[1\] must be an integer in 1..62, not 63"),
     ({"group_size": 1}, ValueError, "group_mult and group_size must be given together"),
     ({"group_size": 1, "group_mult": [[1, 2], [3, 2**14 + 1]]}, ValueError,
-     r"group_mult\[1\]\[1\] must be an integer -16384..16384, not 16385"),
+     r"group_mult\[1\]\[1\] must be an integer in -16384..16384, not 16385"),
     ({"group_size": 1, "group_mult": [[-2**14 - 1, 2], [3, 4]]}, ValueError,
-     r"group_mult\[0\]\[0\] must be an integer -16384..16384, not -16385"),
+     r"group_mult\[0\]\[0\] must be an integer in -16384..16384, not -16385"),
     ({"group_size": 1, "group_mult": [[1, 2]]}, ValueError, "group_mult must have 2 rows, not 1"),
-    ({"lanes": 3}, ValueError, "lanes must be an integer 1..2, not 3"),
+    ({"lanes": 3}, ValueError, "lanes must be an integer in 1..2, not 3"),
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"table": [[1, 2], [3, 4]], "M": [1, 2], "s": [1, 2], "lanes": 1} | kwargs

@@ -59,8 +59,8 @@ def test_timing_formula():
 
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"n": 0, "lanes": 1}, ValueError, "n must be an integer >= 1, not 0"),
-    ({"n": 4, "lanes": 5}, ValueError, "lanes must be an integer 1..4, not 5"),
-    ({"n": 4, "lanes": 1.5}, TypeError, "lanes must be an integer 1..4, not 1.5"),
+    ({"n": 4, "lanes": 5}, ValueError, "lanes must be an integer in 1..4, not 5"),
+    ({"n": 4, "lanes": 1.5}, TypeError, "lanes must be an integer in 1..4, not 1.5"),
 ])
 def test_parameter_errors(kwargs, exc, msg):
     with pytest.raises(exc, match=f"^{msg}$"):

@@ -89,12 +89,12 @@ def test_timing_and_roms():
 
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"gain": []}, ValueError, "gain must not be empty"),
-    ({"gain": [2**15]}, ValueError, r"gain\[0\] must be an integer -32768..32767, not 32768"),
-    ({"shift": -16}, ValueError, "shift must be an integer -15..64, not -16"),
-    ({"eps_int": 0}, ValueError, "eps_int must be an integer 1..1099511627775, not 0"),
+    ({"gain": [2**15]}, ValueError, r"gain\[0\] must be an integer in -32768..32767, not 32768"),
+    ({"shift": -16}, ValueError, "shift must be an integer in -15..64, not -16"),
+    ({"eps_int": 0}, ValueError, "eps_int must be an integer in 1..1099511627775, not 0"),
     ({"rsqrt_table": TABLE[:-1]}, ValueError, "rsqrt_table must have 768 entries, not 767"),
-    ({"lanes": 3}, ValueError, "lanes must be an integer 1..2, not 3"),
-    ({"lanes": None}, TypeError, "lanes must be an integer 1..2, not None"),
+    ({"lanes": 3}, ValueError, "lanes must be an integer in 1..2, not 3"),
+    ({"lanes": None}, TypeError, "lanes must be an integer in 1..2, not None"),
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"gain": [1, 2], "shift": 0, "eps_int": 1, "rsqrt_table": TABLE, "lanes": 1} | kwargs

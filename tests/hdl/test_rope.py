@@ -92,14 +92,14 @@ def test_timing_and_rom():
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"pairing": "rotate"}, ValueError, "pairing must be 'half' or 'interleaved', not 'rotate'"),
     ({"n_heads": 0}, ValueError, "n_heads must be an integer >= 1, not 0"),
-    ({"lanes": 13}, ValueError, "lanes must be an integer 1..12, not 13"),
+    ({"lanes": 13}, ValueError, "lanes must be an integer in 1..12, not 13"),
     ({"lanes": 5}, ValueError,
      r"lanes must be 1..4 or a multiple of 4 up to 12 \(pairs per cycle\), not 5"),
     ({"sin": [[0] * 4] * 2}, ValueError, r"sin must have the shape of cos \(3 x 4\), not 2 x 4"),
     ({"cos": [[0] * 4, [0] * 3, [0] * 4]}, ValueError,
      r"cos row 1 has 3 entries, expected 4 \(the length of row 0\)"),
     ({"cos": [[0] * 4, [0] * 4, [0, 0, 2**15, 0]]}, ValueError,
-     r"cos\[2\]\[2\] must be an integer -32768..32767, not 32768"),
+     r"cos\[2\]\[2\] must be an integer in -32768..32767, not 32768"),
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"cos": [[0] * 4] * 3, "sin": [[0] * 4] * 3, "n_heads": 3, "pairing": "half",

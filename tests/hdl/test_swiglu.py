@@ -78,10 +78,10 @@ def test_timing_and_rom():
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"silu_table": [0] * 255}, ValueError, "silu_table must have 256 entries, not 255"),
     ({"silu_table": [0] * 255 + [128]}, ValueError,
-     r"silu_table\[255\] must be an integer -128..127, not 128"),
-    ({"M": 2 ** 15}, ValueError, "M must be an integer 0..32767, not 32768"),
-    ({"s": 0}, ValueError, "s must be an integer 1..62, not 0"),
-    ({"lanes": 0}, ValueError, "lanes must be an integer 1..4, not 0"),
+     r"silu_table\[255\] must be an integer in -128..127, not 128"),
+    ({"M": 2 ** 15}, ValueError, "M must be an integer in 0..32767, not 32768"),
+    ({"s": 0}, ValueError, "s must be an integer in 1..62, not 0"),
+    ({"lanes": 0}, ValueError, "lanes must be an integer in 1..4, not 0"),
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"n": 4, "silu_table": [0] * 256, "M": 1 << 14, "s": 20, "lanes": 1} | kwargs

@@ -100,3 +100,21 @@ def test_cli_verify_reports_a_mismatch(verilator_cache, tmp_path, capsys, monkey
                  "-n", str(N_NEW), "--build-dir", str(tmp_path),
                  "--cache", str(verilator_cache)]) == 1
     assert "first difference at new token 5" in " ".join(capsys.readouterr().err.split())
+
+
+def test_odd_shapes_through_huggingface_and_gguf(verilator_cache, tmp_path):
+    """Hidden 48, 3 heads sharing 1 KV head, vocab 61, context 37, via both file front ends; the
+    GGUF copy stores w2 (96 inputs) as Q4_0 blocks, kept as they are (negative block scales)."""
+    from model_factory import tiny_hf_model, write_gguf
+    hf_dir, torch_model = tiny_hf_model(tmp_path / "hf", dim=48, n_layers=1, n_heads=3,
+                                        n_kv_heads=1, ffn_dim=96, vocab=61, ctx=37, seed=5)
+    write_gguf(tmp_path / "m.gguf", torch_model, qtype="Q4_0")
+    prompts = ([5, 9, 14, 2], [33])
+    for name, path, weights in [("hf", hf_dir, "int8"), ("gguf", tmp_path / "m.gguf", "keep")]:
+        loaded = load_model(path)
+        qm = quantize(loaded, weights=weights)
+        if name == "gguf":
+            assert qm.layers[0].w2.source_format == "Q4_0"
+        decoder, sequences = simulate(qm, CompileOptions(weights=weights, lanes=6),
+                                      verilator_cache, tmp_path / name, prompts, N_NEW)
+        check(qm, decoder, prompts, sequences, N_NEW)

@@ -2,11 +2,28 @@
 ``manifest.json``.
 
 :class:`CompileOptions` is the resolved configuration (weight format, group size, lanes,
-context); :func:`load_options` reads it from a YAML file and applies command-line overrides.
-:func:`compile_model` elaborates :class:`hardwire.hdl.decoder.Decoder`, converts it to Verilog
-(ROM contents inline as ``initial`` assignments) and writes a manifest describing the ports,
-the protocol, ROM bits per tensor, cycles per token and a hash of the inputs. The same inputs
-give byte-identical files; neither file holds a path of this machine.
+context, ROM style); :func:`load_options` reads it from a YAML file and applies command-line
+overrides. :func:`compile_model` elaborates :class:`hardwire.hdl.decoder.Decoder`, converts it to
+Verilog and writes a manifest describing the ports, the protocol, ROM bits per tensor, the ROM
+files, cycles per token and a hash of the inputs. The same inputs give byte-identical files;
+none holds a path of this machine.
+
+ROM contents go inline as ``initial`` assignments (``rom_style="inline"``) or into
+``hardwire_top-N.mem`` files read with ``$readmemb`` (``"files"``, :mod:`hardwire.gen.rom_files`);
+``"auto"`` picks files above :data:`ROM_FILES_ABOVE_BITS` ROM bits, so kjv-micro (216 kbit) stays
+inline and kjv (1.76 Mbit) gets files. Measured on bundled ``kjv``, int8, lanes 16
+(``hardwire verify -n 8``, 133,497 cycles; 2 cores shared with other jobs, so times are rough):
+
+======  ======================  ===============================  =============
+style   Verilog                 Verilator build                  simulation
+======  ======================  ===============================  =============
+inline  7.0 MB                  426 s (heavy load; ~570 s seen)  5.0k cycles/s
+files   5.9 MB + 78 .mem files  197 s (light load)               5.9k cycles/s
+        (2.3 MB)
+======  ======================  ===============================  =============
+
+Most of this design is logic, not ROM words, so files cut the build about in half and leave
+the simulation speed as it was (the memories are read the same way).
 """
 
 import dataclasses
@@ -21,11 +38,16 @@ import numpy as np
 from ..errors import ConfigError
 from .hardware import HardwareConfig, decoder_params
 
-__all__ = ["TOP", "WEIGHT_OPTIONS", "CompileOptions", "load_options", "max_lanes",
+__all__ = ["TOP", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
+           "load_options", "rom_style", "max_lanes",
            "check_lanes", "inputs_hash", "compile_model"]
 
 TOP = "hardwire_top"
 WEIGHT_OPTIONS = ("int8", "int4", "ternary", "keep")
+ROM_STYLES = ("auto", "inline", "files")
+# rom_style "auto" writes ROM files above this many ROM bits (qm.rom_bits()): inline init words
+# cost Verilator about 1 s of build per 30 kbit and more (16 s for 64 Ki x 8 bit, 1 s as a file).
+ROM_FILES_ABOVE_BITS = 1 << 19
 
 _PROTOCOL = (
     "start (strobe, while busy is low) begins a sequence at position 0 and clears error and "
@@ -44,13 +66,14 @@ class CompileOptions:
     group_size: int | None = None
     lanes: int = 8
     context: int | None = None
+    rom_style: str = "auto"
 
     def as_dict(self):
         return dataclasses.asdict(self)
 
 
 _TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
-          "context": (int, type(None))}
+          "context": (int, type(None)), "rom_style": (str,)}
 
 
 def _check_option(key, value, where):
@@ -60,10 +83,13 @@ def _check_option(key, value, where):
     ok = isinstance(value, _TYPES[key]) and not isinstance(value, bool)
     if not ok:
         want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
-                "context": "an integer or null"}[key]
+                "context": "an integer or null", "rom_style": "a string"}[key]
         raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
     if key == "weights" and value not in WEIGHT_OPTIONS:
         raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
+                          f"not {value!r}")
+    if key == "rom_style" and value not in ROM_STYLES:
+        raise ConfigError(f"{where}: rom_style must be one of {', '.join(ROM_STYLES)}, "
                           f"not {value!r}")
     if key in ("group_size", "lanes", "context") and value is not None and value < 1:
         raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
@@ -71,9 +97,9 @@ def _check_option(key, value, where):
 
 def load_options(path=None, **overrides):
     """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
-    ``weights``, ``group_size``, ``lanes``, ``context``), then ``overrides`` whose value is not
-    ``None`` on top. Raises :class:`ConfigError` naming the file and key for an unreadable file,
-    an unknown key or a value of the wrong type."""
+    ``weights``, ``group_size``, ``lanes``, ``context``, ``rom_style``), then ``overrides``
+    whose value is not ``None`` on top. Raises :class:`ConfigError` naming the file and key for
+    an unreadable file, an unknown key or a value of the wrong type."""
     import yaml
 
     values = {}
@@ -240,10 +266,21 @@ def _ports(decoder):
     ]
 
 
+def rom_style(qm, options):
+    """``"inline"`` or ``"files"``: ``options.rom_style``, with ``"auto"`` resolved to files when
+    ``qm`` holds more than :data:`ROM_FILES_ABOVE_BITS` ROM bits."""
+    if options.rom_style != "auto":
+        return options.rom_style
+    return "files" if sum(qm.rom_bits().values()) > ROM_FILES_ABOVE_BITS else "inline"
+
+
 def compile_model(qm, options, out_dir, *, source_hash):
     """Write ``hardwire_top.v`` and ``manifest.json`` for ``qm`` built with ``options``
     (:class:`CompileOptions`; its ``weights``/``group_size`` describe how ``qm`` was quantized)
     into ``out_dir``. ``source_hash``: a caller's identity of the source model, recorded as it is.
+    With ROM files (:func:`rom_style`) the ``hardwire_top-N.mem`` files go into ``out_dir`` too
+    and the manifest lists them under ``files.rom_files``; a simulation must run where they are
+    (:func:`hardwire.sim.verilator.build_verilator` ``data_files``).
 
     Returns ``(decoder, manifest)``: the elaborated :class:`~hardwire.hdl.decoder.Decoder` and
     the manifest dict. Raises :class:`ConfigError` for lanes outside 1..:func:`max_lanes` or a
@@ -251,18 +288,23 @@ def compile_model(qm, options, out_dir, *, source_hash):
     """
     from ..hdl.decoder import Decoder
     from ..sim.verilator import verilog_text
+    from .rom_files import describe, verilog_with_rom_files
 
     if not isinstance(options, CompileOptions):
         raise ConfigError(f"options must be CompileOptions, not {options!r}")
     lanes = check_lanes(qm, options.lanes)
     config = HardwareConfig(lanes=lanes, context=options.context)
     decoder = Decoder(params=decoder_params(qm, config))
-    text = verilog_text(decoder, name=TOP)
+    style = rom_style(qm, options)
+    if style == "files":
+        text, rom_files = verilog_with_rom_files(decoder, name=TOP)
+    else:
+        text, rom_files = verilog_text(decoder, name=TOP), {}
     spec = qm.spec
     manifest = {
         "top": TOP,
         "files": {"verilog": f"{TOP}.v", "verilog_bytes": len(text.encode()),
-                  "rom_style": "inline initial"},
+                  "rom_style": style, "rom_files": describe(rom_files, text)},
         "model": dataclasses.asdict(spec),
         "config": {**options.as_dict(), "context": decoder.context,
                    "weight_format": qm.weight_format, "quantized_context": qm.context},
@@ -281,6 +323,10 @@ def compile_model(qm, options, out_dir, *, source_hash):
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{TOP}-*.mem"):
+        stale.unlink()
     (out / f"{TOP}.v").write_text(text)
+    for name, data in rom_files.items():
+        (out / name).write_bytes(data)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return decoder, manifest

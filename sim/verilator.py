@@ -40,6 +40,7 @@ import importlib.metadata
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from amaranth.back import verilog
 
 from hardwire import toolchain
 
+from ..gen.rom_files import check_rom_files
 from . import objcache
 
 __all__ = ["PARAMS_ENV", "RESULT_ENV", "BUILD_ARGS", "VerilatorModel", "BenchFailure",
@@ -74,6 +76,8 @@ def verilog_text(component, *, name):
 class VerilatorModel:
     """A built Verilator simulation of one design.
 
+    ``data_files``: the copies in ``build_dir`` of the files the design reads at run time
+    (``$readmemb`` ROM contents); :func:`run_bench` puts them in its working directory.
     ``seconds`` is the wall time :func:`build_verilator` spent building it (0.0 when it was
     already in the cache, ``cached`` then True).
     """
@@ -82,6 +86,7 @@ class VerilatorModel:
     source: Path
     seconds: float
     cached: bool
+    data_files: tuple = ()
 
 
 class BenchFailure(AssertionError):
@@ -116,10 +121,13 @@ def _environment(values):
                 os.environ[name] = value
 
 
-def build_verilator(text, *, toplevel, cache_dir, build_args=()):
+def build_verilator(text, *, toplevel, cache_dir, build_args=(), data_files=()):
     """Build a Verilator model of the Verilog ``text`` (top module ``toplevel``) for cocotb.
 
-    ``build_args`` are added after :data:`BUILD_ARGS`. Returns a :class:`VerilatorModel`.
+    ``build_args`` are added after :data:`BUILD_ARGS`. ``data_files``: paths of files the design
+    reads at run time by their bare names (``$readmemb("hardwire_top-1.mem", …)``); their names
+    and contents are part of the cache key and they are copied into the build directory.
+    Returns a :class:`VerilatorModel`.
     Raises :class:`BenchFailure` with the end of the build log when Verilator or the C++ build
     fails.
     """
@@ -127,21 +135,28 @@ def build_verilator(text, *, toplevel, cache_dir, build_args=()):
 
     toolchain.activate()
     args = [*BUILD_ARGS, *build_args]
+    data = {Path(f).name: Path(f).read_bytes() for f in data_files}
     key = hashlib.sha256(json.dumps(
-        {"verilog": text, "toplevel": toplevel, "args": args, "tools": _tool_versions()},
+        {"verilog": text, "toplevel": toplevel, "args": args, "tools": _tool_versions(),
+         "data": {n: hashlib.sha256(b).hexdigest() for n, b in data.items()}},
         sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     build_dir = cache_dir / f"{toplevel}-{key}"
     source = build_dir / f"{toplevel}.v"
     stamp = build_dir / "built.json"
+    copies = tuple(build_dir / "data" / n for n in sorted(data))
 
     with open(cache_dir / f"{toplevel}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.is_file():
-            return VerilatorModel(toplevel, build_dir, source, 0.0, True)
+            return VerilatorModel(toplevel, build_dir, source, 0.0, True, copies)
         build_dir.mkdir(exist_ok=True)
         source.write_text(text)
+        if data:
+            (build_dir / "data").mkdir(exist_ok=True)
+            for copy in copies:
+                copy.write_bytes(data[copy.name])
         log = build_dir / "build.log"
         start = time.monotonic()
         try:
@@ -162,7 +177,7 @@ def build_verilator(text, *, toplevel, cache_dir, build_args=()):
                                f"{_tail(log)}") from None
         seconds = time.monotonic() - start
         stamp.write_text(json.dumps({"seconds": seconds, "args": args}))
-    return VerilatorModel(toplevel, build_dir, source, seconds, False)
+    return VerilatorModel(toplevel, build_dir, source, seconds, False, copies)
 
 
 def _check_results(path, module, log):
@@ -193,7 +208,11 @@ def run_bench(model, *, module, work_dir, params=None, testcase=None, seed=0):
     ``params`` (JSON-serializable) reach the bench through
     :func:`hardwire.sim.cocotb_stream.params`.
     ``work_dir`` is created and holds the parameter and result files, cocotb's ``results.xml`` and
-    ``sim.log``; give each call its own. ``testcase`` selects tests by name; ``seed`` fixes
+    ``sim.log``; give each call its own. The model's ``data_files`` are copied into it and every
+    file the design reads with ``$readmemb`` is checked first
+    (:func:`hardwire.gen.rom_files.check_rom_files`: a missing or short one raises
+    :class:`~hardwire.errors.ModelFormatError` instead of simulating an all-zero ROM).
+    ``testcase`` selects tests by name; ``seed`` fixes
     ``COCOTB_RANDOM_SEED``. Raises :class:`BenchFailure` unless every selected test passed and at
     least one ran.
     """
@@ -206,6 +225,9 @@ def run_bench(model, *, module, work_dir, params=None, testcase=None, seed=0):
     result_file = work_dir / "result.json"
     results_xml = work_dir / "results.xml"
     log = work_dir / "sim.log"
+    for data in model.data_files:
+        shutil.copyfile(data, work_dir / data.name)
+    check_rom_files(model.source.read_text(), work_dir)
     params_file.write_text(json.dumps({} if params is None else params))
     for stale in (result_file, results_xml):
         stale.unlink(missing_ok=True)

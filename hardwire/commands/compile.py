@@ -2,7 +2,7 @@
 """``hardwire compile``: a whole model → ``hardwire_top.v`` + ``manifest.json``.
 
 Options come from ``--config FILE.yaml`` (keys ``weights``, ``group_size``, ``lanes``,
-``context``) with command-line flags on top; the manifest records what was resolved.
+``context``, ``rom_style``) with command-line flags on top; the manifest records what was resolved.
 """
 
 import hashlib
@@ -30,9 +30,12 @@ def add_compile_arguments(parser):
                              f"{DEFAULT_LANES})")
     parser.add_argument("--context", type=int, default=None, metavar="N",
                         help="KV cache depth (default: the model's context)")
+    parser.add_argument("--rom-style", choices=("auto", "inline", "files"), default=None,
+                        help="ROM contents inline in the Verilog or in $readmemb files beside "
+                             "it (default auto: files for large models)")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
-                        help="YAML file with any of weights, group_size, lanes, context; "
-                             "flags override it")
+                        help="YAML file with any of weights, group_size, lanes, context, "
+                             "rom_style; flags override it")
 
 
 def add_arguments(parser):
@@ -45,7 +48,8 @@ def resolve(args):
     """The :class:`~hardwire.gen.compile.CompileOptions` of the YAML file and the flags."""
     from ..gen.compile import CompileOptions, load_options
     options = load_options(args.config, weights=args.weights, group_size=args.group_size,
-                           lanes=args.lanes, context=args.context)
+                           lanes=args.lanes, context=args.context,
+                           rom_style=args.rom_style)
     if args.lanes is None and args.config is None:
         options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
     return options
@@ -89,8 +93,10 @@ def run(args):
     out = Path(args.out)
     _, qm, _, manifest = compile_from_args(args, out)
     cyc = manifest["cycles_per_token"]
+    roms = manifest["files"]["rom_files"]
     console.print(f"wrote {out / manifest['files']['verilog']} "
-                  f"({manifest['files']['verilog_bytes']:,} bytes) and {out / 'manifest.json'}: "
+                  f"({manifest['files']['verilog_bytes']:,} bytes), "
+                  f"{f'{len(roms)} ROM files, ' if roms else ''}{out / 'manifest.json'}: "
                   f"{qm.spec.name}, {manifest['config']['weights']}, lanes "
                   f"{manifest['config']['lanes']}, {manifest['rom_bits']['total']:,} ROM bits; "
                   f"{cyc['formula']}")

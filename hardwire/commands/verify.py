@@ -132,7 +132,9 @@ def run(args):
         with console.status("building with Verilator (minutes for a large model)"):
             try:
                 built = build_verilator(text, toplevel=TOP, cache_dir=cache,
-                                        build_args=trace_args)
+                                        build_args=trace_args, data_files=[
+                                            build / "rtl" / rom["name"]
+                                            for rom in manifest["files"]["rom_files"]])
             except BenchFailure as exc:
                 raise ToolchainError(str(exc)) from None
         with console.status(f"simulating {len(prompts)} prompt(s), {n} new tokens each"):

@@ -1,14 +1,16 @@
 # amaranth: UnusedElaboratable=no
 """The model compiler: deterministic Verilog + manifest, configuration files and checks."""
 
+import hashlib
 import json
 import re
+import shutil
 
 import pytest
 from quant_helpers import random_loaded
 
 from hardwire.cli import main
-from hardwire.errors import ConfigError
+from hardwire.errors import ConfigError, ModelFormatError
 from hardwire.gen.compile import (
     TOP,
     CompileOptions,
@@ -17,8 +19,11 @@ from hardwire.gen.compile import (
     inputs_hash,
     load_options,
     max_lanes,
+    rom_style,
 )
 from hardwire.gen.quantize import quantize
+from hardwire.gen.rom_files import check_rom_files
+from hardwire.sim.verilator import VerilatorModel, run_bench
 
 SHAPE = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=24, vocab_size=19,
              max_seq_len=12)
@@ -48,10 +53,12 @@ def test_manifest_contents(qm, compiled):
     (a, _), [(decoder, manifest), _] = compiled
     assert json.loads((a / "manifest.json").read_text()) == manifest
     assert manifest["config"] == {"weights": "int8", "group_size": None, "lanes": 4,
-                                  "context": qm.context, "weight_format": "int8",
+                                  "context": qm.context, "rom_style": "auto",
+                                  "weight_format": "int8",
                                   "quantized_context": qm.context}
     assert manifest["rom_bits"]["layers.0.wq"] == qm.rom_bits()["layers.0.wq"]
     assert manifest["rom_bits"]["total"] == sum(qm.rom_bits().values())
+    assert manifest["files"]["rom_style"] == "inline" and manifest["files"]["rom_files"] == []
     assert manifest["weight_formats"]["layers.0.w2"] == {
         "format": "int8", "bits": 8, "group_size": None, "shape": [SHAPE["dim"],
                                                                    SHAPE["ffn_dim"]]}
@@ -113,7 +120,8 @@ def test_yaml_options_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("lane: 3\n", r"hw.yaml: unknown key 'lane' \(expected one of weights, group_size, lanes, "
-                  r"context\)$"),
+                  r"context, rom_style\)$"),
+    ("rom_style: mem\n", r"hw.yaml: rom_style must be one of auto, inline, files, not 'mem'$"),
     ("lanes: three\n", r"hw.yaml: lanes must be an integer, not 'three'$"),
     ("lanes: true\n", r"hw.yaml: lanes must be an integer, not True$"),
     ("group_size: 0\n", r"hw.yaml: group_size must be a positive integer, not 0$"),
@@ -135,3 +143,81 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["compile", "kjv-micro", "--config", str(missing), "--out", str(tmp_path)]) == 2
     assert "none.yaml: cannot read the configuration file" in capsys.readouterr().err
     assert not (tmp_path / f"{TOP}.v").exists()
+
+
+@pytest.fixture(scope="module")
+def with_files(qm, tmp_path_factory):
+    dirs = [tmp_path_factory.mktemp(f"files{k}") for k in range(2)]
+    results = [compile_model(qm, CompileOptions(lanes=4, rom_style="files"), d,
+                             source_hash="abc") for d in dirs]
+    return dirs, results
+
+
+def test_rom_files_deterministic_and_listed(compiled, with_files):
+    (a, b), [(_, manifest), _] = with_files
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    text = (a / f"{TOP}.v").read_text()
+    assert str(a) not in text and "/tmp" not in text and "/home" not in text
+    files = manifest["files"]
+    assert files["rom_style"] == "files" and files["verilog_bytes"] == len(text.encode())
+    roms = files["rom_files"]
+    assert sorted(r["name"] for r in roms) == sorted(n for n in names if n.endswith(".mem"))
+    assert [r["name"] for r in roms] == [f"{TOP}-{k}.mem" for k in range(1, len(roms) + 1)]
+    for rom in roms:
+        data = (a / rom["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == rom["sha256"]
+        words = data.split()
+        assert len(words) == rom["words"] and {len(w) for w in words} == {rom["width"]}
+        assert f'initial $readmemb("{rom["name"]}", ' in text
+    # No word is written inline any more: at least one line per word less.
+    inline = (compiled[0][0] / f"{TOP}.v").read_text()
+    assert "initial $readmemb" not in inline
+    assert inline.count("\n") - text.count("\n") > sum(r["words"] for r in roms)
+    # Every ROM bit of the model is in a file (RAMs and tables make up the rest).
+    assert sum(r["words"] * r["width"] for r in roms) > manifest["rom_bits"]["total"]
+    assert manifest["inputs_sha256"] != compiled[1][0][1]["inputs_sha256"]
+
+
+def test_rom_style_auto(qm, monkeypatch):
+    assert rom_style(qm, CompileOptions()) == "inline"
+    assert rom_style(qm, CompileOptions(rom_style="files")) == "files"
+    monkeypatch.setattr("hardwire.gen.compile.ROM_FILES_ABOVE_BITS",
+                        sum(qm.rom_bits().values()) - 1)
+    assert rom_style(qm, CompileOptions()) == "files"
+    assert rom_style(qm, CompileOptions(rom_style="inline")) == "inline"
+
+
+def test_missing_or_short_rom_file_is_an_error(with_files, tmp_path):
+    (a, _), [(_, manifest), _] = with_files
+    text = (a / f"{TOP}.v").read_text()
+    roms = manifest["files"]["rom_files"]
+    assert len(check_rom_files(text, a)) == len(roms)
+    for rom in roms:
+        shutil.copy(a / rom["name"], tmp_path)
+    victim = max(roms, key=lambda r: r["words"])
+    path = tmp_path / victim["name"]
+    words = path.read_bytes().split()
+    path.write_bytes(b"\n".join(words[:-1]) + b"\n")
+    with pytest.raises(ModelFormatError, match=re.escape(
+            f"{path}: ROM file has the wrong number of words (expected {victim['words']} words "
+            f"of {victim['width']} bits, found {victim['words'] - 1} words)")):
+        check_rom_files(text, tmp_path)
+    path.write_bytes(b"\n".join([*words[:-1], b"2" * victim["width"]]) + b"\n")
+    with pytest.raises(ModelFormatError, match=f"word {victim['words'] - 1} is not"):
+        check_rom_files(text, tmp_path)
+    path.unlink()
+    with pytest.raises(ModelFormatError, match=re.escape(
+            f"{path}: ROM file the design reads is missing")):
+        check_rom_files(text, tmp_path)
+    # run_bench checks before it starts a simulator: a model whose build lacks the file fails.
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / f"{TOP}.v").write_text(text)
+    model = VerilatorModel(TOP, build, build / f"{TOP}.v", 0.0, True,
+                           tuple(tmp_path / r["name"] for r in roms if r is not victim))
+    with pytest.raises(ModelFormatError, match=re.escape(victim["name"])):
+        run_bench(model, module="hardwire.sim.bench_decoder", work_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "results.xml").exists()

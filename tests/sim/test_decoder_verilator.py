@@ -29,9 +29,11 @@ def micro():
 
 
 def simulate(qm, options, cache, work, prompts, n_new):
-    decoder, _ = compile_model(qm, options, work / "rtl", source_hash="")
+    decoder, manifest = compile_model(qm, options, work / "rtl", source_hash="")
     built = build_verilator((work / "rtl" / f"{TOP}.v").read_text(), toplevel=TOP,
-                            cache_dir=cache)
+                            cache_dir=cache, data_files=[
+                                work / "rtl" / rom["name"]
+                                for rom in manifest["files"]["rom_files"]])
     result = run_bench(built, module=BENCH, work_dir=work / "run", params={
         "token_bits": 16, "max_cycles": 50 * decoder.cycles_per_token(decoder.context - 1) * n_new,
         "sequences": [{"prompt": p, "max_new": n_new} for p in prompts]})
@@ -66,6 +68,19 @@ def test_tiny_int4_groups(verilator_cache, tmp_path):
     decoder, sequences = simulate(qm, CompileOptions(weights="int4", group_size=8, lanes=4),
                                   verilator_cache, tmp_path, prompts, N_NEW)
     check(qm, decoder, prompts, sequences, N_NEW)
+
+
+def test_tiny_int4_groups_rom_files(verilator_cache, tmp_path):
+    # The same design as test_tiny_int4_groups with its memories read from $readmemb files
+    # that the bench's working directory receives from the build.
+    qm = quantize(random_loaded(7, **TINY), weights="int4", group_size=8)
+    prompts = ([3, 7, 1], [11])
+    options = CompileOptions(weights="int4", group_size=8, lanes=4, rom_style="files")
+    decoder, sequences = simulate(qm, options, verilator_cache, tmp_path, prompts, N_NEW)
+    check(qm, decoder, prompts, sequences, N_NEW)
+    assert "$readmemb" in (tmp_path / "rtl" / f"{TOP}.v").read_text()
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.mem")) == sorted(
+        p.name for p in (tmp_path / "rtl").glob("*.mem"))
 
 
 def test_cli_verify(verilator_cache, tmp_path, capsys):

@@ -3,14 +3,30 @@
 :mod:`hardwire.hdl` never imports numpy or :mod:`hardwire.gen`: :func:`decoder_params` turns every
 constant a decoder needs into Python ``int``/``tuple``/``str`` values, one dict per unit, which
 :class:`hardwire.hdl.decoder.Decoder` elaborates as they are.
+
+Before building anything :func:`check_bounds` refuses a design that would break a bound, with a
+:class:`ConfigError` naming it (``expected <= X, found Y``):
+
+- accumulators: every matrix has at most :data:`MAX_INPUTS` inputs and the RMSNorm at most as many
+  elements (``docs/numerics.md``: ``acc * M < 2^61``, RMSNorm shift ``<= 62``);
+- context: at most the model's trained context ``spec.max_seq_len`` (RoPE positions beyond it
+  were never trained), the quantized model's RoPE tables, and :data:`MAX_CONTEXT`;
+- ROM: at most :data:`MAX_ROM_BITS` constant bits (weights, multipliers, tables).
 """
 
 import operator
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .quantize import MAX_CONTEXT, MAX_INPUTS
 
-__all__ = ["HardwareConfig", "decoder_params", "unit_lanes"]
+__all__ = ["HardwareConfig", "decoder_params", "unit_lanes", "check_context", "check_bounds",
+           "rom_bits", "MAX_INPUTS", "MAX_CONTEXT", "MAX_ROM_BITS"]
+
+# What the Amaranth -> Verilog flow can build: it holds every ROM word as a Python int and grows
+# by about 0.25 MB and 0.08 s per ROM kbit (kjv, 1.76 Mbit: 136 s and 469 MB peak), so 2^26 bits
+# (8 MB of int8 weights) already take some 16 GB and 1.5 h.
+MAX_ROM_BITS = 1 << 26
 
 
 def _positive(name, value, *, optional=False):
@@ -94,6 +110,56 @@ def _norm(q, lanes):
             "lanes": unit_lanes(lanes, q.gain.size)}
 
 
+def check_context(spec, context=None, *, quantized_context=None):
+    """The KV cache depth to build: ``context``, or the model's own (``quantized_context``, else
+    ``spec.max_seq_len``) when it is ``None``. Raises :class:`ConfigError` when it exceeds the
+    model's trained context, the quantized model's RoPE tables or :data:`MAX_CONTEXT`.
+
+    Cheap (it reads only the spec): call it before quantizing, so that a huge context is refused
+    before any table is built."""
+    own = spec.max_seq_len if quantized_context is None else quantized_context
+    context = own if context is None else _positive("context", context)
+    if context > spec.max_seq_len:
+        raise ConfigError(f"context must be at most the model's trained context (max_seq_len) "
+                          f"{spec.max_seq_len}, not {context}: RoPE positions beyond it were "
+                          f"never trained (expected <= {spec.max_seq_len}, found {context})")
+    if quantized_context is not None and context > quantized_context:
+        raise ConfigError(f"context must be at most the quantized model's context "
+                          f"{quantized_context}, not {context}")
+    if context > MAX_CONTEXT:
+        raise ConfigError(f"context must be at most {MAX_CONTEXT}, not {context}: the softmax "
+                          f"reciprocal floor(2^40 / P) would keep fewer than 9 bits (expected <= "
+                          f"{MAX_CONTEXT}, found {context}); give a smaller --context")
+    return context
+
+
+def rom_bits(qm, context):
+    """Constant bits of ``qm`` built with a KV cache of ``context`` positions (the RoPE tables
+    hold ``context`` rows, not ``qm.context``)."""
+    total = sum(qm.rom_bits().values())
+    return total - 16 * (qm.rope_cos.size + qm.rope_sin.size) * (qm.context - context) \
+        // max(qm.context, 1)
+
+
+def check_bounds(qm, context):
+    """Refuse, with :class:`ConfigError` naming the bound, a ``qm`` whose matrices have more than
+    :data:`MAX_INPUTS` inputs (the requantization product ``acc * M`` would pass 2^61), whose
+    RMSNorm is as wide, or whose ROM at ``context`` positions exceeds :data:`MAX_ROM_BITS`."""
+    for name, q in qm.linears().items():
+        if q.in_features > MAX_INPUTS:
+            raise ConfigError(f"{name}: {q.in_features} inputs overflow the accumulator bound of "
+                              f"docs/numerics.md (acc * M < 2^61) (expected <= {MAX_INPUTS}, "
+                              f"found {q.in_features})")
+    if qm.spec.dim > MAX_INPUTS:
+        raise ConfigError(f"norm: {qm.spec.dim} elements overflow the RMSNorm shift bound of "
+                          f"docs/numerics.md (expected <= {MAX_INPUTS}, found {qm.spec.dim})")
+    bits = rom_bits(qm, context)
+    if bits > MAX_ROM_BITS:
+        raise ConfigError(f"{qm.spec.name}: {bits:,} ROM bits exceed what the compiler builds "
+                          f"(expected <= {MAX_ROM_BITS:,}, found {bits:,}); use --weights int4 "
+                          f"or ternary, or a smaller --context")
+
+
 def decoder_params(qm, config):
     """Plain-int parameters of a whole decoder for :class:`hardwire.hdl.decoder.Decoder`.
 
@@ -104,16 +170,14 @@ def decoder_params(qm, config):
     "w2"), "norm", "head" and "argmax". A matvec dict holds "weights", "bits", "group_size",
     "group_mult", "M", "shift", "out_bits", "lanes".
 
-    Raises :class:`ConfigError` for a ``config.context`` beyond ``qm.context`` or matrices that
-    cannot be fused.
+    Raises :class:`ConfigError` for a context or a model beyond a bound (:func:`check_context`,
+    :func:`check_bounds`) or matrices that cannot be fused.
     """
     if not isinstance(config, HardwareConfig):
         raise ConfigError(f"config must be a HardwareConfig, not {config!r}")
     spec, lanes = qm.spec, config.lanes
-    context = qm.context if config.context is None else config.context
-    if context > qm.context:
-        raise ConfigError(f"context must be at most the quantized model's context "
-                          f"{qm.context}, not {context}")
+    context = check_context(spec, config.context, quantized_context=qm.context)
+    check_bounds(qm, context)
     half = spec.head_dim // 2
     layers = []
     for i, layer in enumerate(qm.layers):

@@ -16,10 +16,12 @@ import numpy as np
 from ..errors import ModelFormatError
 
 __all__ = ["ModelSpec", "BlockQuantized", "LoadedModel", "Tokenizer", "tensor_names",
-           "tensor_shapes", "check_weights"]
+           "iter_tensor_names", "first_missing", "tensor_shapes", "check_weights",
+           "check_finite", "MAX_DIMENSION"]
 
 ROPE_PAIRINGS = ("half", "interleaved")
 LAYER_TENSORS = ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w3", "w2")
+MAX_DIMENSION = 1 << 24   # any architecture number above this is a corrupt or hostile file
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,11 @@ class ModelSpec:
         for f in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size",
                   "max_seq_len"):
             value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) \
+                    or not 0 < value <= MAX_DIMENSION:
                 raise ModelFormatError(self.name, "must be a positive integer", field=f,
-                                       expected="an integer > 0", found=repr(value))
+                                       expected=f"an integer in 1..{MAX_DIMENSION}",
+                                       found=repr(value))
         if self.n_heads % self.n_kv_heads:
             raise ModelFormatError(self.name, "n_heads must be a multiple of n_kv_heads",
                                    field="n_kv_heads", expected=f"a divisor of {self.n_heads}",
@@ -89,16 +93,32 @@ class ModelSpec:
         return cls(**data)
 
 
-def tensor_names(spec):
-    """Canonical tensor names in a fixed order (the order of ROMs, reports and files)."""
-    names = ["embed"]
+def iter_tensor_names(spec):
+    """Canonical tensor names in a fixed order (the order of ROMs, reports and files), lazily."""
+    yield "embed"
     for i in range(spec.n_layers):
         p = f"layers.{i}."
-        names += [p + n for n in LAYER_TENSORS]
-    names.append("norm")
+        for n in LAYER_TENSORS:
+            yield p + n
+    yield "norm"
     if not spec.tied_embeddings:
-        names.append("head")
-    return names
+        yield "head"
+
+
+def tensor_names(spec):
+    """Canonical tensor names in a fixed order (the order of ROMs, reports and files)."""
+    return list(iter_tensor_names(spec))
+
+
+def first_missing(spec, present):
+    """The first canonical name of ``spec`` for which ``present(name)`` is false, or None.
+
+    Stops at the first gap, so a file that claims millions of layers costs as many checks as it
+    holds tensors: front ends call it before building anything per tensor."""
+    for name in iter_tensor_names(spec):
+        if not present(name):
+            return name
+    return None
 
 
 def tensor_shapes(spec):
@@ -185,11 +205,19 @@ def check_weights(spec, weights, source):
         if array.dtype != np.float32:
             raise ModelFormatError(source, "tensor must be float32 after loading", field=name,
                                    expected="float32", found=array.dtype)
-        if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise ModelFormatError(source, f"tensor holds {bad} NaN/Inf values", field=name,
-                                   expected="finite numbers", found=f"{bad} non-finite")
+        check_finite(array, source, name)
     extra = sorted(set(weights) - set(shapes))
     if extra:
         raise ModelFormatError(source, "unexpected tensor", field=extra[0],
                                expected="only canonical names", found=extra[0])
+
+
+def check_finite(array, source, name):
+    """Refuse an array holding NaN or infinities, naming the count and the first index."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        first = array[where]
+        raise ModelFormatError(source, f"tensor holds {int(bad.sum())} NaN/Inf values, the "
+                               f"first at index {list(where)}", field=name,
+                               expected="finite numbers", found=repr(float(first)))

@@ -25,6 +25,7 @@ from safetensors.numpy import save
 from ..errors import HardwireError, ModelFormatError
 from ..sim import golden_ops as ops
 from .model import ModelSpec, Tokenizer, tensor_shapes
+from .quantize import MAX_INPUTS
 from .quantized_model import (
     LAYER_LINEARS,
     LAYER_NORMS,
@@ -264,6 +265,9 @@ def _load_linear(r, name, spec, shape, meta_linears, shared=None):
         r.fail("wrong output width", field=where + "out_bits", expected=expected_out,
                found=out_bits)
     out = shape[0]
+    if shape[1] > MAX_INPUTS:
+        r.fail("too many inputs for the accumulator bound of docs/numerics.md", field=name,
+               expected=f"at most {MAX_INPUTS}", found=shape[1])
     source_format = r.field(info, "source_format", str, where)
     limits = weight_range(bits)
     if source_format in _OWN_FORMATS:
@@ -292,8 +296,11 @@ def _load_linear(r, name, spec, shape, meta_linears, shared=None):
     shift = r.tensor(name + ".shift", "I64", (out,))
     r.check_range(name + ".shift", shift, 1, 62)
     row_scale = r.tensor(name + ".row_scale", "F64", (out,))
-    if not (np.isfinite(row_scale).all() and (row_scale >= 0).all()):
-        r.fail("row scales must be finite and non-negative", field=name + ".row_scale")
+    bad = ~(np.isfinite(row_scale) & (row_scale >= 0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        r.fail(f"row scales must be finite and non-negative (row {row})",
+               field=name + ".row_scale", expected=">= 0", found=float(row_scale[row]))
     return QLinear(values=values, bits=bits, group_size=group_size, group_mult=group_mult, M=M,
                    shift=shift, out_bits=out_bits, source_format=source_format,
                    row_scale=row_scale, in_scale=r.scale(info, "in_scale", where),
@@ -343,13 +350,13 @@ def load_native(path):
         r.scale(scales, key, "scales.")
     if "resid" not in scales:
         r.fail("field missing", field="scales.resid", expected="float", found="nothing")
-    shapes = tensor_shapes(spec)
     linears_meta = r.field(meta, "linears", dict, "")
     norms_meta = r.field(meta, "norms", dict, "")
     layers_meta = r.field(meta, "layers", list, "")
-    if len(layers_meta) != spec.n_layers:
+    if len(layers_meta) != spec.n_layers:   # before anything per layer: n_layers may be absurd
         r.fail("wrong number of layers", field="layers", expected=spec.n_layers,
                found=len(layers_meta))
+    shapes = tensor_shapes(spec)
     embed = _load_linear(r, "embed", spec, shapes["embed"], linears_meta)
     layers = []
     for i, info in enumerate(layers_meta):

@@ -21,6 +21,9 @@ __all__ = ["quantize", "quantize_weight", "group_multipliers", "activation_scale
 
 WEIGHT_FORMATS = {"int8": (8, 127), "int4": (4, 7), "ternary": (2, 1)}
 MAX_INPUTS = 1 << 17          # accumulator bound of docs/numerics.md (acc * M < 2^61)
+# The softmax reciprocal r = floor(2^40 / P) with P <= context * 2^15 (docs/numerics.md) keeps at
+# least 9 significant bits up to here, more than the int8 value it scales.
+MAX_CONTEXT = 1 << 16
 MAX_NORM_SHIFT = 22           # keeps the RMSNorm shift <= 62 for d <= 2^17
 MIN_NORM_SHIFT = -15
 MAX_EPS_INT = 1 << 40
@@ -167,8 +170,8 @@ def _check_options(loaded, weights, group_size, context):
         raise ConfigError(f"group_size must be a positive integer or None, not {group_size!r}")
     if context is None:
         context = loaded.spec.max_seq_len
-    if not isinstance(context, int) or isinstance(context, bool) or not 0 < context <= 1 << 24:
-        raise ConfigError(f"context must be an integer in 1..{1 << 24}, not {context!r}")
+    if not isinstance(context, int) or isinstance(context, bool) or not 0 < context <= MAX_CONTEXT:
+        raise ConfigError(f"context must be an integer in 1..{MAX_CONTEXT}, not {context!r}")
     return context
 
 

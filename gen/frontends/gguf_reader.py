@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelFormatError
-from ..model import BlockQuantized, LoadedModel, ModelSpec, tensor_names, tensor_shapes
+from ..model import (
+    MAX_DIMENSION,
+    BlockQuantized,
+    LoadedModel,
+    ModelSpec,
+    check_finite,
+    first_missing,
+    tensor_names,
+    tensor_shapes,
+)
 from ..tokenizer import PieceTokenizer
 
 __all__ = ["load_gguf", "gguf_tensor_name", "unpermute_rows", "KEPT_TYPES", "FLOAT_ONLY_TYPES"]
@@ -27,7 +36,6 @@ KEPT_TYPES = {"Q8_0": (8, 32), "Q4_0": (4, 32), "Q5_0": (5, 32), "TQ1_0": (2, 25
               "TQ2_0": (2, 256)}
 FLOAT_TYPES = ("F32", "F16", "BF16")
 FLOAT_ONLY_TYPES = ("Q4_1", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-MAX_DIMENSION = 1 << 24
 GGUF_MAGIC = b"GGUF"
 
 _LAYER_MAP = {"attn_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v",
@@ -77,11 +85,12 @@ def _checked_reader_class():
                                            found=int(raw_dtype[0])) from None
                 block, type_size = gguf.GGML_QUANT_SIZES[qtype]
                 count = math.prod(int(d) for d in dims)
-                if any(int(d) > MAX_DIMENSION for d in dims) or count % block:
-                    raise ModelFormatError(self._hw_path, "tensor dimensions out of range",
-                                           field=name, expected=f"dims <= {MAX_DIMENSION}, "
-                                           f"rows a multiple of {block}",
-                                           found=[int(d) for d in dims])
+                if any(int(d) > MAX_DIMENSION for d in dims) or not len(dims) \
+                        or int(dims[0]) % block:
+                    raise ModelFormatError(
+                        self._hw_path, "tensor dimensions out of range", field=name,
+                        expected=f"1 or more dims <= {MAX_DIMENSION}, rows of a multiple of "
+                        f"{block} ({qtype.name} blocks)", found=[int(d) for d in dims])
                 begin = start_offs + int(offset[0])
                 end = begin + count // block * type_size
                 if end > len(self.data):
@@ -117,7 +126,8 @@ def _open(path):
         reader = _checked_reader_class()(path)
     except (ValueError, IndexError, KeyError, TypeError, OverflowError, UnicodeDecodeError,
             MemoryError) as e:
-        raise ModelFormatError(path, "corrupt or truncated GGUF metadata "
+        raise ModelFormatError(path, "corrupt or truncated GGUF metadata: a declared length, "
+                               "count or type does not fit the file "
                                f"({type(e).__name__}: {e})", field="structure") from None
     if reader.byte_order != "I":
         raise ModelFormatError(path, "big-endian GGUF files are not supported", field="version",
@@ -298,6 +308,10 @@ def load_gguf(path, *, name=None):
     tensors = {t.name: t for t in reader.tensors}
     meta = _Meta(reader, path)
     spec = _spec(meta, path, name, tensors)
+    missing = first_missing(spec, lambda n: gguf_tensor_name(n) in tensors)
+    if missing is not None:   # before anything per tensor: llama.block_count may be absurd
+        raise ModelFormatError(path, "tensor missing", field=gguf_tensor_name(missing),
+                               expected="present", found="nothing")
     shapes = tensor_shapes(spec)
     wanted = {gguf_tensor_name(n): n for n in tensor_names(spec)}
     for gguf_name in tensors:
@@ -307,10 +321,8 @@ def load_gguf(path, *, name=None):
                                    "without biases or RoPE factors", found=gguf_name)
     weights, kept = {}, {}
     for gguf_name, canonical in wanted.items():
-        if gguf_name not in tensors:
-            raise ModelFormatError(path, "tensor missing", field=gguf_name, expected="present",
-                                   found="nothing")
         array, block = _read_tensor(tensors[gguf_name], shapes[canonical], path, gguf_name)
+        check_finite(array, path, gguf_name)   # index as stored, before un-permuting q/k rows
         kind = canonical.rsplit(".", 1)[-1]
         if kind in ("wq", "wk"):
             order = unpermute_rows(array.shape[0], spec.n_heads if kind == "wq"
@@ -320,10 +332,6 @@ def load_gguf(path, *, name=None):
                 block = BlockQuantized(values=block.values[order], scales=block.scales[order],
                                        bits=block.bits, group_size=block.group_size,
                                        source_type=block.source_type)
-        if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise ModelFormatError(path, f"tensor holds {bad} NaN/Inf values", field=gguf_name,
-                                   expected="finite numbers", found=f"{bad} non-finite")
         weights[canonical] = np.ascontiguousarray(array, dtype=np.float32)
         if block is not None:
             kept[canonical] = block
@@ -343,6 +351,12 @@ def _tokenizer(meta, path, spec):
         raise ModelFormatError(path, "more tokens than embedding rows",
                                field="tokenizer.ggml.tokens",
                                expected=f"at most {spec.vocab_size}", found=len(tokens))
+    types = meta.get("tokenizer.ggml.token_type")
+    if types is not None and (not isinstance(types, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in types)):
+        raise ModelFormatError(path, "must be a list of integers",
+                               field="tokenizer.ggml.token_type", expected="integers",
+                               found=repr(types)[:80])
     return PieceTokenizer(tokens, source=path, model=meta.get("tokenizer.ggml.model", "llama"),
-                          token_types=meta.get("tokenizer.ggml.token_type"),
+                          token_types=types,
                           bos_id=spec.bos_id, eos_id=spec.eos_id)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ...errors import ModelFormatError
-from ..model import LoadedModel, ModelSpec, tensor_names
+from ..model import MAX_DIMENSION, LoadedModel, ModelSpec, first_missing, tensor_names
 from ..tokenizer import HFTokenizer
 from .safetensors_file import read_safetensors, read_safetensors_header
 
@@ -24,7 +24,6 @@ _LAYER_MAP = {
     "wo": "self_attn.o_proj.weight", "ffn_norm": "post_attention_layernorm.weight",
     "w1": "mlp.gate_proj.weight", "w3": "mlp.up_proj.weight", "w2": "mlp.down_proj.weight",
 }
-MAX_DIMENSION = 1 << 24   # anything larger is a corrupt or hostile config, not a model
 
 
 def hf_tensor_name(name):
@@ -110,6 +109,10 @@ def read_hf_config(path, *, name=None):
     if act != "silu":
         raise ModelFormatError(path, "only the SwiGLU (silu) MLP is supported",
                                field="hidden_act", expected="silu", found=repr(act))
+    for key in ("attention_bias", "mlp_bias", "tie_word_embeddings"):
+        if not isinstance(config.get(key, False), bool):
+            raise ModelFormatError(path, "must be true or false", field=key,
+                                   expected="a JSON boolean", found=repr(config[key])[:80])
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key, False):
             raise ModelFormatError(path, "biases are not supported", field=key,
@@ -227,6 +230,10 @@ def load_huggingface(directory, *, name=None):
     directory = Path(directory)
     spec = read_hf_config(directory / "config.json", name=name)
     files = _weight_files(directory)
+    missing = first_missing(spec, lambda n: hf_tensor_name(n) in files)
+    if missing is not None:   # before anything per tensor: num_hidden_layers may be absurd
+        raise ModelFormatError(directory, "tensor missing", field=hf_tensor_name(missing),
+                               expected="present", found="nothing")
     wanted = {hf_tensor_name(n): n for n in tensor_names(spec)}
     extra_head = spec.tied_embeddings and "lm_head.weight" in files
     for hf_name, file in sorted(files.items()):
@@ -234,10 +241,6 @@ def load_huggingface(directory, *, name=None):
             raise ModelFormatError(file, "tensor does not belong to a Llama decoder hardwire "
                                    "can map", field=hf_name, expected="only Llama weights "
                                    "without biases", found=hf_name)
-    missing = [n for n in wanted if n not in files]
-    if missing:
-        raise ModelFormatError(directory, "tensor missing", field=missing[0], expected="present",
-                               found="nothing")
     by_file = {}
     for hf_name in [*wanted, *(["lm_head.weight"] if extra_head else [])]:
         by_file.setdefault(files[hf_name], []).append(hf_name)

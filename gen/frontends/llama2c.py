@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelFormatError
-from ..model import LoadedModel, ModelSpec
+from ..model import MAX_DIMENSION, LoadedModel, ModelSpec
 from ..tokenizer import Llama2cTokenizer
 
 __all__ = ["load_llama2c", "read_llama2c_tokenizer", "llama2c_layout"]
@@ -23,7 +23,6 @@ __all__ = ["load_llama2c", "read_llama2c_tokenizer", "llama2c_layout"]
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
                  "seq_len")
 HEADER_BYTES = 4 * len(HEADER_FIELDS)
-MAX_DIMENSION = 1 << 24
 MAX_PIECE_BYTES = 1 << 16
 _V1_MAGIC = 0x616B3432   # "ak42": llama2.c's version-1/2 exports
 

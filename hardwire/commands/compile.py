@@ -79,8 +79,11 @@ def compile_from_args(args, out_dir):
     """Load, quantize and compile as the arguments say; returns ``(model, qm, decoder,
     manifest)``."""
     from ..gen.compile import check_lanes, compile_model
+    from ..gen.hardware import check_context
     options = resolve(args)
     model = load(args)
+    # Before quantizing: a huge declared context would build huge RoPE tables first.
+    check_context(model.spec, options.context, quantized_context=getattr(model, "context", None))
     qm = quantized(model, weights=options.weights, group_size=options.group_size,
                    context=options.context)
     check_lanes(qm, options.lanes)

@@ -12,8 +12,12 @@ import struct
 
 import numpy as np
 
+from hardwire.gen import export_gguf
+
 __all__ = ["CHARS", "tiny_hf_model", "char_tokenizer_json", "canonical_weights", "export_permute",
            "spm_vocab", "write_gguf", "write_llama2c", "write_llama2c_tokenizer"]
+
+export_permute = export_gguf.export_permute
 
 CHARS = (" etaoinshrdlucmfwygpbvkxjqz.,;:!?'ETAOINSHRDLUCMFWYGPBVKXJQZ\n0123456789"
          "()-[]{}<>/|@#$%^&*+=~`\"")
@@ -85,13 +89,6 @@ def canonical_weights(source):
     return spec, {n: state[hf_tensor_name(n)] for n in tensor_names(spec)}
 
 
-def export_permute(w, n_heads):
-    """llama.cpp's ``convert_hf_to_gguf`` permutation of q/k rows (half -> interleaved pairs)."""
-    rows = w.shape[0]
-    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2) \
-        .reshape(w.shape)
-
-
 def spm_vocab(n):
     """``(tokens, token_types)``: a SentencePiece-style vocabulary of ``n`` >= 8 tokens.
 
@@ -118,59 +115,30 @@ def write_gguf(path, source, *, qtype="F32", tokens=None, token_types=None, meta
     """
     import gguf
 
-    from hardwire.gen.frontends.gguf_reader import gguf_tensor_name
     spec, weights = canonical_weights(source)
-    qtype = gguf.GGMLQuantizationType[qtype] if isinstance(qtype, str) else qtype
     if tokens is None:
         tokens, token_types = spm_vocab(spec.vocab_size)
-    meta = {
-        "llama.context_length": ("uint32", spec.max_seq_len),
-        "llama.embedding_length": ("uint32", spec.dim),
-        "llama.block_count": ("uint32", spec.n_layers),
-        "llama.feed_forward_length": ("uint32", spec.ffn_dim),
-        "llama.attention.head_count": ("uint32", spec.n_heads),
-        "llama.attention.head_count_kv": ("uint32", spec.n_kv_heads),
-        "llama.rope.dimension_count": ("uint32", spec.head_dim),
-        "llama.rope.freq_base": ("float32", spec.rope_theta),
-        "llama.attention.layer_norm_rms_epsilon": ("float32", spec.norm_eps),
-        "tokenizer.ggml.model": ("string", "llama"),
-        "tokenizer.ggml.tokens": ("array", list(tokens)),
-        "tokenizer.ggml.scores": ("array", [float(-i) for i in range(len(tokens))]),
-        "tokenizer.ggml.bos_token_id": ("uint32", 1),
-        "tokenizer.ggml.eos_token_id": ("uint32", 2),
-    }
-    if token_types is not None:
-        meta["tokenizer.ggml.token_type"] = ("array", [int(t) for t in token_types])
+    meta = {**export_gguf.llama_metadata(spec),
+            **export_gguf.tokenizer_metadata(tokens, token_types)}
     for key, value in (metadata or {}).items():
         if value is None:
             meta.pop(key, None)
         else:
             meta[key] = value if isinstance(value, tuple) else (_kind(value), value)
-    writer = gguf.GGUFWriter(str(path), meta.pop("general.architecture", ("string", "llama"))[1])
-    for key, (kind, value) in meta.items():
-        getattr(writer, f"add_{kind}")(key, value)
+    architecture = meta.pop("general.architecture", ("string", "llama"))[1]
     stored = {}
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
-    for name, w in weights.items():
-        gname = gguf_tensor_name(name)
+    for gname, (t, data) in export_gguf.model_tensors(spec, weights, qtype=qtype,
+                                                      permute=permute).items():
         if gname in drop:
             continue
-        kind = name.rsplit(".", 1)[-1]
-        if permute and kind in ("wq", "wk"):
-            w = export_permute(w, spec.n_heads if kind == "wq" else spec.n_kv_heads)
-        t = qtype if w.ndim == 2 and w.shape[1] % block == 0 else gguf.GGMLQuantizationType.F32
-        data = gguf.quants.quantize(np.ascontiguousarray(w), t)
         if gname in (raw or {}):
             t, data = raw[gname]
             t = gguf.GGMLQuantizationType[t] if isinstance(t, str) else t
-        writer.add_tensor(gname, data, raw_dtype=t)
         stored[gname] = (t, data)
+    tensors = dict(stored)
     for gname, data in (extra_tensors or {}).items():
-        writer.add_tensor(gname, np.asarray(data, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        tensors[gname] = (gguf.GGMLQuantizationType.F32, np.asarray(data, dtype=np.float32))
+    export_gguf.write_gguf_file(path, meta, tensors, architecture=architecture)
     return stored
 
 

@@ -1,5 +1,6 @@
 """Shared pytest set-up: test helper modules in tests/ (e.g. model_factory) import by plain name."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def verilator_cache(tmp_path_factory):
-    """Per-run build cache for :func:`hardwire.sim.verilator.build_verilator` (one per xdist
-    worker): a design is built once per test run and never reused from the repository."""
-    return tmp_path_factory.mktemp("verilator")
+    """Per-run build cache for :func:`hardwire.sim.verilator.build_verilator`, shared by the
+    xdist workers of one run (their base temp folders sit in the run's own folder; builds take a
+    file lock per design): a design is built once per test run and never reused across runs."""
+    base = tmp_path_factory.getbasetemp()
+    run_dir = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = run_dir / "verilator-cache"
+    cache.mkdir(exist_ok=True)
+    return cache

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from hardwire.gen.model import BlockQuantized, LoadedModel, ModelSpec, Tokenizer, tensor_shapes
+from hardwire.gen.model import BlockQuantized, Tokenizer
+from hardwire.gen.synthetic import random_model, random_spec
 
 __all__ = ["random_spec", "random_loaded", "CharTokenizer", "block_q8_0"]
 
@@ -15,28 +16,10 @@ class CharTokenizer(Tokenizer):
         return [index[c] for c in text]
 
 
-def random_spec(**overrides):
-    base = dict(name="tiny", dim=24, n_layers=2, n_heads=3, n_kv_heads=1, head_dim=8, ffn_dim=40,
-                vocab_size=29, max_seq_len=24)
-    base.update(overrides)
-    return ModelSpec(**base)
-
-
 def random_loaded(seed=0, *, tokenizer=None, block_quantized=None, **overrides):
     """A Llama-shaped model with weights drawn so that logits are well spread (no near ties)."""
-    spec = random_spec(**overrides)
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in tensor_shapes(spec).items():
-        if len(shape) == 1:
-            w = 1.0 + 0.2 * rng.standard_normal(shape)
-        elif name in ("embed", "head"):
-            w = rng.standard_normal(shape)
-        else:
-            w = rng.standard_normal(shape) / np.sqrt(shape[1])
-        weights[name] = w.astype(np.float32)
-    return LoadedModel(spec=spec, weights=weights, tokenizer=tokenizer, source="random.model",
-                       format="float", block_quantized=block_quantized or {})
+    return random_model(random_spec(**overrides), seed, tokenizer=tokenizer,
+                        block_quantized=block_quantized)
 
 
 def block_q8_0(w, group_size=32, *, signed_scales=False):

@@ -3,16 +3,19 @@ PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
+PEERS    := $(VENV)/.installed-peers
+BOARD    ?= ulx3s-85f
+LANES    ?= 16
 MODEL    ?= kjv
 OUT      ?= build/verilog
 JOBS     ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup verilog sim test lint clean doctor bench
+.PHONY: help setup verilog sim test lint clean doctor bench fpga silicon
 
 help:  ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
-	@echo "  variables: MODEL=$(MODEL) OUT=$(OUT) JOBS=$(JOBS)"
+	@echo "  variables: MODEL=$(MODEL) LANES=$(LANES) BOARD=$(BOARD) OUT=$(OUT) JOBS=$(JOBS)"
 
 # Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -29,17 +32,28 @@ doctor: setup  ## print every tool's version and whether it works
 	$(BIN)/hardwire doctor
 
 verilog: setup  ## generate RTL for the bundled default model into $(OUT)
-	$(BIN)/hardwire compile $(MODEL) --lanes 16 --out $(OUT)
+	$(BIN)/hardwire compile $(MODEL) --lanes $(LANES) --out $(OUT)
 
 sim: setup  ## verify $(MODEL) on Verilator token by token, then the slow sweeps (marker: slow)
-	$(BIN)/hardwire verify $(MODEL) --lanes 16 --prompt "In the beginning" --prompt "And God said" --prompt "Jesus wept" -n 32
+	$(BIN)/hardwire verify $(MODEL) --lanes $(LANES) --prompt "In the beginning" --prompt "And God said" --prompt "Jesus wept" -n 32
 	$(BIN)/python -m pytest -n $(JOBS) -m slow
 
 test: setup  ## run the whole test suite on $(JOBS) workers
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
 
-bench: setup  ## measure engine speeds; figures go to bench/results/
-	$(BIN)/python scripts/bench_engines.py --model $(MODEL)
+# llama.cpp (the benchmark's peer) builds from source: only `make bench` installs it.
+$(PEERS): $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/python -m pip install --quiet -e '.[test,fpga,bench,peers]'
+	touch $(PEERS)
+
+bench: $(PEERS)  ## engines, lanes, llama.cpp, tool scaling, quality -> bench/results/ (an hour+)
+	$(BIN)/hardwire bench $(MODEL) --lanes $(LANES)
+
+fpga: setup  ## synthesis + place-and-route of $(MODEL) for $(BOARD) into build/fpga/$(BOARD)
+	$(BIN)/hardwire fpga $(MODEL) --board $(BOARD) --lanes $(LANES) --out build/fpga/$(BOARD)
+
+silicon: setup  ## mask-ROM chip estimate of $(MODEL) (yosys gate count, cited densities)
+	$(BIN)/hardwire silicon $(MODEL) --lanes $(LANES)
 
 lint: setup  ## ruff over the code
 	$(BIN)/ruff check hardwire hdl gen sim tests scripts

@@ -40,7 +40,7 @@ from .hardware import HardwareConfig, decoder_params
 
 __all__ = ["TOP", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
            "load_options", "rom_style", "max_lanes",
-           "check_lanes", "inputs_hash", "compile_model"]
+           "check_lanes", "inputs_hash", "macs_per_token", "compile_model"]
 
 TOP = "hardwire_top"
 WEIGHT_OPTIONS = ("int8", "int4", "ternary", "keep")
@@ -196,7 +196,7 @@ def _versions():
     return out
 
 
-def _macs_per_token(qm, pos):
+def macs_per_token(qm, pos):
     """Multiply–accumulates of one token at ``pos``: every matrix but the embedding lookup, plus
     scores and weighted values over ``pos + 1`` keys."""
     linears = qm.linears()
@@ -235,8 +235,8 @@ def _cycles(qm, decoder, lanes):
     return {
         "formula": _formula(decoder),
         "at_pos": {str(p): per_pos[p] for p in points},
-        "mac_lanes_ideal": {str(p): -(-_macs_per_token(qm, p) // lanes) for p in points},
-        "macs_per_token": {str(p): _macs_per_token(qm, p) for p in points},
+        "mac_lanes_ideal": {str(p): -(-macs_per_token(qm, p) // lanes) for p in points},
+        "macs_per_token": {str(p): macs_per_token(qm, p) for p in points},
         "prompt_token_at_pos": {str(p): decoder.cycles_per_prompt_token(p) for p in points},
         "per_pos": per_pos,
     }

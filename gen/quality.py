@@ -58,3 +58,19 @@ def evaluate(loaded, qm, token_ids):
         agree = np.argmax(int_logits, axis=1) == np.argmax(float_logits, axis=1)
         result["top1_agreement"] = float(agree.mean())
     return result
+
+
+def compare_formats(loaded, token_ids, formats, *, context=None, progress=None):
+    """:func:`evaluate` for each ``(weights, group_size)`` of ``formats``: one row per format
+    with ``delta_nats`` (integer minus float cross-entropy). ``progress(weights)`` is called
+    before each."""
+    from .quantize import quantize
+    rows = []
+    for weights, group_size in formats:
+        if progress:
+            progress(weights)
+        qm = quantize(loaded, weights=weights, group_size=group_size, context=context)
+        result = evaluate(loaded, qm, token_ids)
+        rows.append({"weights": weights, "group_size": group_size, **result,
+                     "delta_nats": result["int_cross_entropy"] - result["float_cross_entropy"]})
+    return rows

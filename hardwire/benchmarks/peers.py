@@ -11,13 +11,13 @@ first differ it gives both engines' logit margins, which tell a near-tie from a 
 
 import hashlib
 import os
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, ToolchainError
+from .record import spread
 
 __all__ = ["llama_cpp_peer", "compare_tokens", "float_greedy", "require_llama_cpp",
            "INSTALL_HINT", "KV_CACHE_TYPES"]
@@ -106,10 +106,6 @@ def compare_tokens(ours, theirs, *, our_logits=None, their_logits=None):
     return result
 
 
-def _stats(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 class _LlamaRunner:
     """One llama.cpp context on the exported file, decoding token ids greedily."""
 
@@ -160,12 +156,12 @@ class _LlamaRunner:
 def _rates(timings, n_prompt, n_decode):
     def rate(n, seconds):
         return n / seconds if seconds > 0 else float("inf")
-    out = {"prompt_tokens_per_s": _stats([rate(n_prompt[i], t["prompt_s"])
+    out = {"prompt_tokens_per_s": spread([rate(n_prompt[i], t["prompt_s"])
                                           for i, t in enumerate(timings)]),
-           "decode_tokens_per_s": _stats([rate(n_decode, t["decode_s"]) for t in timings])}
+           "decode_tokens_per_s": spread([rate(n_decode, t["decode_s"]) for t in timings])}
     engine = [t for t in timings if t["engine_decode_tokens"] > 0]
     if engine:
-        out["engine_decode_tokens_per_s"] = _stats(
+        out["engine_decode_tokens_per_s"] = spread(
             [rate(t["engine_decode_tokens"], t["engine_decode_s"]) for t in engine])
     out["tokens_per_s_per_user"] = out["decode_tokens_per_s"]["median"]
     return out

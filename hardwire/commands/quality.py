@@ -5,7 +5,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import ConfigError
-from .common import add_model_argument, console, load, print_json, quantized
+from .common import add_model_argument, console, load, print_json
 
 NAME = "quality"
 HELP = "measure cross-entropy (float vs integer) and top-1 agreement on held-out text"
@@ -64,7 +64,7 @@ def _token_ids(model, args):
 
 
 def run(args):
-    from ..gen.quality import evaluate
+    from ..gen.quality import compare_formats
     from ..gen.quantized_model import QuantizedModel
 
     formats = parse_formats(args.formats)
@@ -73,13 +73,9 @@ def run(args):
         raise ConfigError(f"{args.model} holds only the integer model; quality compares it with "
                           "the float model, so give the source model instead")
     ids, path = _token_ids(model, args)
-    rows = []
-    for weights, group_size in formats:
-        qm = quantized(model, weights=weights, group_size=group_size, context=args.context)
-        with console.status(f"scoring {len(ids) - 1} tokens at {weights}"):
-            result = evaluate(model, qm, ids)
-        rows.append({"weights": weights, "group_size": group_size, **result,
-                     "delta_nats": result["int_cross_entropy"] - result["float_cross_entropy"]})
+    with console.status(f"scoring {len(ids) - 1} tokens") as status:
+        rows = compare_formats(model, ids, formats, context=args.context, progress=lambda w:
+                               status.update(f"scoring {len(ids) - 1} tokens at {w}"))
     report = {"model": str(model.source), "text": str(path), "results": rows}
     if args.json:
         print_json(report)

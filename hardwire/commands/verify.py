@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.table import Table
@@ -22,8 +21,6 @@ from .compile import add_compile_arguments, compile_from_args, resolve
 
 NAME = "verify"
 HELP = "compile a model, simulate it on Verilator and check every token against the golden model"
-
-BENCH = "hardwire.sim.bench_decoder"
 
 
 def add_arguments(parser):
@@ -91,9 +88,9 @@ def _first_difference(got, want):
 
 
 def run(args):
-    from ..gen.compile import TOP
+    from ..sim.decoder_run import build_design, generate
     from ..sim.golden import GoldenModel
-    from ..sim.verilator import BenchFailure, build_verilator, run_bench
+    from ..sim.verilator import BenchFailure
 
     n = args.new_tokens
     if not 0 <= n < 1 << 16:
@@ -115,11 +112,6 @@ def run(args):
         expected.append(golden.generate(ids, n))
 
     cache = Path(args.cache) if args.cache else build / "verilator"
-    text = (build / "rtl" / f"{TOP}.v").read_text()
-    work = build / "run"
-    per_token = max(decoder.cycles_per_token(p) for p in range(decoder.context))
-    per_prompt = max(decoder.cycles_per_prompt_token(p) for p in range(decoder.context))
-    limit = 4 * (per_prompt * max(len(ids) for _, ids in prompts) + per_token * (n + 1)) + 1000
     trace_args, wave_file = (), None
     if args.waves:
         if _have_lz4():
@@ -128,35 +120,29 @@ def run(args):
             # Verilator's FST writer includes lz4.h; without it only VCD builds.
             trace_args, wave_file = ("--trace",), "dump.vcd"
             console.print("--waves: lz4.h (liblz4-dev) not found, writing VCD instead of FST")
+    work = build / "run"
     with _waves(args.waves):
         with console.status("building with Verilator (minutes for a large model)"):
             try:
-                built = build_verilator(text, toplevel=TOP, cache_dir=cache,
-                                        build_args=trace_args, data_files=[
-                                            build / "rtl" / rom["name"]
-                                            for rom in manifest["files"]["rom_files"]])
+                design = build_design(qm, options, build / "rtl", cache, build_args=trace_args,
+                                      verilog=(decoder, manifest))
             except BenchFailure as exc:
                 raise ToolchainError(str(exc)) from None
         with console.status(f"simulating {len(prompts)} prompt(s), {n} new tokens each"):
-            start = time.monotonic()
             try:
-                result = run_bench(built, module=BENCH, work_dir=work, params={
-                    "token_bits": max(16, decoder.vocab.bit_length()),
-                    "sequences": [{"prompt": ids, "max_new": n} for _, ids in prompts],
-                    "max_cycles": limit})
+                run = generate(design, [ids for _, ids in prompts], n, work)
             except BenchFailure as exc:
                 print(f"hardwire verify: simulation failed: {exc}", file=sys.stderr)
                 return 1
-            seconds = time.monotonic() - start
 
-    how = "cached build" if built.cached else f"built in {built.seconds:.1f} s"
+    how = "cached build" if design.model.cached else f"built in {design.build_s:.1f} s"
     table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, lanes "
-                        f"{options.lanes} ({how}, simulated {result['end_cycle']:,} cycles in "
-                        f"{seconds:.1f} s)")
+                        f"{options.lanes} ({how}, simulated {run.cycles:,} cycles in "
+                        f"{run.seconds:.1f} s)")
     for column in ("prompt", "tokens", "text", "cycles/token measured", "estimated", "match"):
         table.add_column(column)
     failures = []
-    for (label, ids), want, seq in zip(prompts, expected, result["sequences"], strict=True):
+    for (label, ids), want, seq in zip(prompts, expected, run.sequences, strict=True):
         got, cycles = seq["tokens"], seq["cycles"]
         gaps = [b - a for a, b in zip(cycles, cycles[1:], strict=False)]
         estimate = [decoder.cycles_per_token(len(ids) + k) for k in range(len(gaps))]

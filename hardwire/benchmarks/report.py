@@ -1,0 +1,150 @@
+"""The benchmark record as files: ``<date>-<host>.json``, a markdown table per section and plots
+(PNG, matplotlib's Agg backend) beside them."""
+
+import json
+from pathlib import Path
+
+__all__ = ["write_record", "markdown", "plots"]
+
+
+def _f(value, digits=0):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _spread(s, digits=0):
+    return f"{_f(s['median'], digits)} ({_f(s['min'], digits)}–{_f(s['max'], digits)})"
+
+
+def markdown(record):
+    """The record as markdown: one table per section that ran, failures named."""
+    m = record["machine"]
+    out = [f"# hardwire bench: {record['model']} ({record['params']:,} parameters)", "",
+           f"{record['date']} on {m['host']}: {m['cpu']}, {m['cores']} cores, Python "
+           f"{m['python']}; " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
+           "", "Figures: median (min–max) over the repeats stated.", ""]
+    if "engines" in record:
+        out += ["## Engines (tokens/s, one run)", "", _table(
+            ["engine", "tokens/s", "× float", "note"],
+            [[name, _spread(e["tokens_per_s"]), f"{e['ratio_to_float']:.3g}",
+              (f"{_spread(e['cycles_per_s'])} cycles/s, token-exact {e['token_exact']}"
+               if "cycles_per_s" in e else "")]
+             for name, e in record["engines"].items()]), ""]
+    if "lanes" in record:
+        rows = [[p["lanes"], f"{p['measured_cycles_per_token']:,.0f}",
+                 f"{p['estimated_cycles_per_token']:,.0f}", f"{p['ideal_cycles_per_token']:,.0f}",
+                 f"{p['measured_over_estimate']:.3f}", f"{p['estimate_over_ideal']:.2f}",
+                 _f(p.get("logic_transistors")), str(p["token_exact"]),
+                 f"{p['sim_cycles_per_s']:,.0f}"] for p in record["lanes"]]
+        out += ["## Cycles per token against lanes (Verilator)", "", _table(
+            ["lanes", "measured", "estimate", "ideal (MACs/lanes)", "measured/estimate",
+             "estimate/ideal", "logic transistors", "token-exact", "sim cycles/s"], rows), ""]
+    if "peers" in record:
+        p = record["peers"]
+        out += ["## llama.cpp on the same model (this CPU)", ""]
+        for name, run in p.get("runs", {}).items():
+            out.append(f"- {name}: {run.get('tokens_per_s_per_user', 0):,.0f} tokens/s per user")
+        out += [f"- greedy tokens equal to our float model: {p.get('agree')}", ""]
+    if "scaling" in record:
+        rows = []
+        for r in record["scaling"]:
+            ph = r["phases"]
+            rows.append([r["size"], _f(ph.get("quantize", {}).get("params")),
+                         _f(ph.get("compile", {}).get("seconds"), 1),
+                         _f(ph.get("build", {}).get("seconds"), 1),
+                         _f(ph.get("first_token", {}).get("seconds"), 1),
+                         _f(r.get("to_first_token_s"), 1),
+                         _f(ph.get("first_token", {}).get("cycles_per_s")),
+                         _f(r.get("peak_bytes", 0) / 2**30, 2) if r.get("peak_bytes") else "-",
+                         r.get("stopped", "finished")])
+        out += ["## Tool scaling (int8, one process per size)", "", _table(
+            ["size", "parameters", "compile s", "Verilator build s", "first token s",
+             "total s", "sim cycles/s", "peak GiB", "outcome"], rows), ""]
+    if "quality" in record:
+        out += ["## Quality on held-out text", "", _table(
+            ["weights", "float nats/tok", "int nats/tok", "Δ nats", "top-1 agree"],
+            [[r["weights"] + (f":{r['group_size']}" if r["group_size"] else ""),
+              f"{r['float_cross_entropy']:.4f}", f"{r['int_cross_entropy']:.4f}",
+              f"{r['delta_nats']:+.4f}", f"{100 * r['top1_agreement']:.1f} %"]
+             for r in record["quality"]]), ""]
+    for section, message in record.get("failed", {}).items():
+        out += [f"**{section} failed:** {message}", ""]
+    return "\n".join(out)
+
+
+def plots(record, stem):
+    """PNG files ``<stem>-<name>.png`` for the sections that have data; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(fig, name):
+        path = Path(f"{stem}-{name}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        written.append(path)
+
+    if record.get("lanes"):
+        pts = record["lanes"]
+        lanes = [p["lanes"] for p in pts]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.loglog(lanes, [p["measured_cycles_per_token"] for p in pts], "o-", label="measured")
+        ax.loglog(lanes, [p["estimated_cycles_per_token"] for p in pts], "x--", label="estimate")
+        ax.loglog(lanes, [p["ideal_cycles_per_token"] for p in pts], ":", label="MACs / lanes")
+        ax.set(xlabel="lanes", ylabel="cycles per token", title=f"{record['model']}: cycles "
+               "per token")
+        ax.legend()
+        save(fig, "lanes")
+        if all("logic_transistors" in p for p in pts):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.loglog([p["logic_transistors"] for p in pts],
+                      [p["measured_cycles_per_token"] for p in pts], "o-")
+            for p in pts:
+                ax.annotate(str(p["lanes"]), (p["logic_transistors"],
+                                              p["measured_cycles_per_token"]))
+            ax.set(xlabel="logic transistors (yosys stat -tech cmos, pre-ABC gates)",
+                   ylabel="cycles per token", title="area against speed (labels: lanes)")
+            save(fig, "pareto")
+    done = [r for r in record.get("scaling", []) if r.get("finished")]
+    if done:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        params = [r["params"] for r in done]
+        for phase in ("compile", "build", "first_token"):
+            ax.loglog(params, [r["phases"][phase]["seconds"] for r in done], "o-", label=phase)
+        ax.loglog(params, [r["peak_bytes"] / 2**20 for r in done], "s--", label="peak MiB")
+        ax.set(xlabel="parameters", ylabel="seconds (MiB for memory)", title="tool scaling")
+        ax.legend()
+        save(fig, "scaling")
+    if record.get("engines"):
+        names = list(record["engines"])
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.barh(names, [record["engines"][n]["tokens_per_s"]["median"] for n in names])
+        ax.set_xscale("log")
+        ax.set(xlabel="tokens/s (median)", title="engines on this machine")
+        save(fig, "engines")
+    return written
+
+
+def write_record(record, out_dir):
+    """Write ``<date>-<host>.json``, ``.md`` and the plots into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{record['date'][:10]}-{record['machine']['host']}"
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    md_path = stem.with_suffix(".md")
+    md_path.write_text(markdown(record) + "\n")
+    return [json_path, md_path, *plots(record, stem)]

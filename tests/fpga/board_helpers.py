@@ -1,0 +1,45 @@
+"""The tiny design the board-top and chat tests share: one Verilator build per test run."""
+
+from quant_helpers import random_loaded
+
+from hardwire.gen.compile import CompileOptions, inputs_hash
+from hardwire.gen.fpga import model_id
+from hardwire.gen.hardware import HardwareConfig, decoder_params
+from hardwire.gen.quantize import quantize
+from hardwire.hdl.board_top import BoardTop
+from hardwire.hdl.decoder import Decoder
+from hardwire.sim.verilator import build_verilator, run_bench, verilog_text
+
+__all__ = ["TINY", "LANES", "DIVISOR", "tiny_qm", "tiny_model_id", "board", "session"]
+
+BENCH = "hardwire.sim.bench_board"
+TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=32, vocab_size=19,
+            max_seq_len=12)
+LANES = 4
+DIVISOR = 5
+
+
+def tiny_qm():
+    return quantize(random_loaded(3, **TINY), weights="int8")
+
+
+def tiny_model_id(qm):
+    """The model id ``hardwire fpga`` gives this design (``--lanes 4``, int8)."""
+    return model_id({"inputs_sha256": inputs_hash(qm, CompileOptions(lanes=LANES))})
+
+
+def board(qm):
+    decoder = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    return BoardTop(decoder=decoder, divisor=DIVISOR, model_id=tiny_model_id(qm))
+
+
+def session(qm, commands, cache, work):
+    """Send ``commands`` (byte strings) to the board top on Verilator; returns ``(top, result)``
+    (:mod:`hardwire.sim.bench_board`)."""
+    top = board(qm)
+    built = build_verilator(verilog_text(top, name="board_top"), toplevel="board_top",
+                            cache_dir=cache)
+    cycles = top.decoder.cycles_per_token(top.decoder.context - 1)
+    return top, run_bench(built, module=BENCH, work_dir=work, params={
+        "divisor": DIVISOR, "commands": [list(c) for c in commands],
+        "max_cycles": 4 * cycles + 100 * DIVISOR})

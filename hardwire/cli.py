@@ -15,7 +15,8 @@ from .errors import HardwireError
 __all__ = ["main", "COMMANDS"]
 
 # Subcommands are listed here as they become real.
-COMMANDS = ["doctor", "inspect", "run", "quality", "emit", "compile", "verify"]
+COMMANDS = ["doctor", "inspect", "run", "quality", "emit", "compile", "verify", "fpga", "silicon",
+            "chat", "bench"]
 
 
 def build_parser():

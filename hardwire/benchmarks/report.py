@@ -22,7 +22,8 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def _spread(s, digits=0):
+def _spread(s):
+    digits = 0 if s["median"] >= 100 else 2
     return f"{_f(s['median'], digits)} ({_f(s['min'], digits)}–{_f(s['max'], digits)})"
 
 
@@ -138,12 +139,31 @@ def plots(record, stem):
     return written
 
 
+SECTIONS = ("engines", "lanes", "peers", "scaling", "quality")
+
+
 def write_record(record, out_dir):
-    """Write ``<date>-<host>.json``, ``.md`` and the plots into ``out_dir``; returns the paths."""
+    """Write ``<date>-<host>.json``, ``.md`` and the plots into ``out_dir``; returns the paths.
+
+    A record already there for the same day, host and model keeps the sections this run did not
+    measure (each section's ``measured_at`` says when it was)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{record['date'][:10]}-{record['machine']['host']}"
     json_path = stem.with_suffix(".json")
+    measured = {s: record["date"] for s in SECTIONS if s in record}
+    if json_path.is_file():
+        try:
+            earlier = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        if earlier.get("model") == record["model"]:
+            for section in SECTIONS:
+                if section not in record and section in earlier:
+                    record[section] = earlier[section]
+                    measured[section] = earlier.get("measured_at", {}).get(
+                        section, earlier.get("date"))
+    record["measured_at"] = measured
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     md_path = stem.with_suffix(".md")
     md_path.write_text(markdown(record) + "\n")

@@ -14,7 +14,7 @@ error); 2 for bad options or no answer from the board.
 import sys
 
 from ..errors import ConfigError, ToolchainError
-from .common import console, decode, parse_token_ids
+from .common import add_prompt_arguments, console, decode, parse_token_ids
 from .compile import add_compile_arguments, resolve
 
 NAME = "chat"
@@ -31,12 +31,7 @@ def add_arguments(parser):
                         help=f"UART baud rate the design was built with (default {DEFAULT_BAUD})")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
                         help="seconds to wait for each reply frame (default 5)")
-    parser.add_argument("--prompt", metavar="TEXT", action="append", default=None,
-                        help="a turn as text (uses the model tokenizer); repeat for several")
-    parser.add_argument("--tokens", metavar="IDS", action="append", default=None,
-                        help="a turn as comma-separated token ids; repeat for several")
-    parser.add_argument("-n", "--new-tokens", type=int, default=64, metavar="N",
-                        help="new tokens per turn (default 64)")
+    add_prompt_arguments(parser, what="a turn", new_tokens=64)
 
 
 def open_port(url, baud, timeout):

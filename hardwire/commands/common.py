@@ -31,6 +31,16 @@ def add_weight_arguments(parser):
                         help="maximum context of the integer model (default: the model's)")
 
 
+def add_prompt_arguments(parser, *, what, new_tokens):
+    """``--prompt TEXT`` and ``--tokens IDS`` (each repeatable, one ``what`` each) and ``-n``."""
+    parser.add_argument("--prompt", metavar="TEXT", action="append", default=None,
+                        help=f"{what} as text (uses the model tokenizer); repeat for several")
+    parser.add_argument("--tokens", metavar="IDS", action="append", default=None,
+                        help=f"{what} as comma-separated token ids; repeat for several")
+    parser.add_argument("-n", "--new-tokens", type=int, default=new_tokens, metavar="N",
+                        help=f"new tokens per {what.split()[-1]} (default {new_tokens})")
+
+
 def quantized_from_args(model, args):
     return quantized(model, weights=args.weights, group_size=args.group_size,
                      context=args.context)

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import ConfigError, ToolchainError
-from .common import console, decode, encode_prompt, parse_token_ids
+from .common import add_prompt_arguments, console, decode, encode_prompt, parse_token_ids
 from .compile import add_compile_arguments, compile_from_args, resolve
 
 NAME = "verify"
@@ -25,12 +25,7 @@ HELP = "compile a model, simulate it on Verilator and check every token against 
 
 def add_arguments(parser):
     add_compile_arguments(parser)
-    parser.add_argument("--prompt", metavar="TEXT", action="append", default=None,
-                        help="prompt text (uses the model tokenizer); repeat for several")
-    parser.add_argument("--tokens", metavar="IDS", action="append", default=None,
-                        help="prompt as comma-separated token ids; repeat for several")
-    parser.add_argument("-n", "--new-tokens", type=int, default=32, metavar="N",
-                        help="new tokens per prompt (default 32)")
+    add_prompt_arguments(parser, what="a prompt", new_tokens=32)
     parser.add_argument("--build-dir", metavar="DIR", default=None,
                         help="where the design, the Verilator build and the runs go (default "
                              "build/verify/MODEL-WEIGHTS-LANES)")

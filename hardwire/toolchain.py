@@ -15,7 +15,11 @@ from pathlib import Path
 from .errors import ToolchainError
 
 __all__ = ["ToolStatus", "verilator_root", "tool_environment", "activate", "check_tools",
-           "require_verilator", "yowasp_program"]
+           "require_verilator", "yowasp_program", "fst_build_args", "LZ4_SDIST"]
+
+# Verilator's FST writer needs lz4 (header and library). Where the system has no lz4.h (Debian:
+# liblz4-dev) it is built from the lz4 C sources inside this PyPI sdist, once, into the venv.
+LZ4_SDIST = "lz4==4.4.5"
 
 
 def verilator_root():
@@ -48,6 +52,57 @@ def yowasp_program(name):
         raise ToolchainError(f"`{name}` is not installed; `make setup` installs the fpga extra "
                              f"(pip install -e '.[fpga]')")
     return path
+
+
+def _compiles(source, *flags):
+    cc = shutil.which(os.environ.get("CXX", "c++"))
+    if cc is None:
+        raise ToolchainError("no C++ compiler (c++) on PATH; Verilator needs one")
+    done = subprocess.run([cc, *flags, "-E", "-x", "c++", "-"], input=source,
+                          capture_output=True, text=True, check=False)
+    return done.returncode == 0
+
+
+def _build_lz4(kit):
+    """Compile ``lz4.c`` of :data:`LZ4_SDIST` into ``kit/liblz4.a`` beside ``kit/lz4.h``."""
+    import tarfile
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                               "--no-binary", ":all:", LZ4_SDIST, "-d", tmp],
+                              capture_output=True, text=True, check=False)
+        archives = list(Path(tmp).glob("lz4-*.tar.gz"))
+        if done.returncode != 0 or not archives:
+            raise ToolchainError(f"FST waveforms need lz4: no lz4.h on this system and `pip "
+                                 f"download {LZ4_SDIST}` failed ({done.stderr.strip()[-300:]})")
+        with tarfile.open(archives[0]) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(("lz4libs/lz4.c", "lz4libs/lz4.h")):
+                    member.name = Path(member.name).name
+                    tar.extract(member, tmp, filter="data")
+        kit.mkdir(parents=True, exist_ok=True)
+        cc = shutil.which(os.environ.get("CC", "cc"))
+        for argv in ([cc, "-O2", "-fPIC", "-c", "lz4.c", "-o", "lz4.o"],
+                     ["ar", "rcs", "liblz4.a", "lz4.o"]):
+            done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise ToolchainError(f"building lz4 for FST waveforms: {' '.join(argv)} failed: "
+                                     f"{done.stderr.strip()[-300:]}")
+        for name in ("lz4.h", "liblz4.a"):
+            shutil.copyfile(Path(tmp) / name, kit / f".{name}.part")
+            os.replace(kit / f".{name}.part", kit / name)
+
+
+def fst_build_args():
+    """Verilator arguments for an FST waveform build: ``--trace-fst`` plus, where the system has
+    no ``lz4.h``, the include and library folders of an lz4 built from :data:`LZ4_SDIST` into
+    ``<venv>/share/hardwire/lz4`` (first use only; needs pip's index)."""
+    if _compiles("#include <lz4.h>\n"):
+        return ["--trace-fst"]
+    kit = Path(sys.prefix) / "share" / "hardwire" / "lz4"
+    if not ((kit / "lz4.h").is_file() and (kit / "liblz4.a").is_file()):
+        _build_lz4(kit)
+    return ["--trace-fst", "-CFLAGS", f"-I{kit}", "-LDFLAGS", f"-L{kit}"]
 
 
 def activate():

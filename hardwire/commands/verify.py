@@ -8,14 +8,13 @@ Exit status 0 only when every generated token equals ``GoldenModel.generate``; 1
 
 import contextlib
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from rich.table import Table
 
 from ..errors import ConfigError, ToolchainError
+from ..toolchain import fst_build_args
 from .common import add_prompt_arguments, console, decode, encode_prompt, parse_token_ids
 from .compile import add_compile_arguments, compile_from_args, resolve
 
@@ -32,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--cache", metavar="DIR", default=None,
                         help="Verilator build cache (default BUILD_DIR/verilator)")
     parser.add_argument("--waves", action="store_true",
-                        help="record a waveform (FST; VCD without lz4.h) and print its path")
+                        help="record an FST waveform (BUILD_DIR/run/dump.fst) and print its path")
 
 
 def _prompts(model, args):
@@ -63,16 +62,6 @@ def _waves(on):
             del os.environ["WAVES"]
         else:
             os.environ["WAVES"] = saved
-
-
-def _have_lz4():
-    """Whether the C++ compiler finds ``lz4.h``: Verilator's FST writer needs it."""
-    cxx = shutil.which(os.environ.get("CXX", "c++"))
-    if cxx is None:
-        return False
-    done = subprocess.run([cxx, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
-                          capture_output=True, text=True, check=False)
-    return done.returncode == 0
 
 
 def _first_difference(got, want):
@@ -107,14 +96,11 @@ def run(args):
         expected.append(golden.generate(ids, n))
 
     cache = Path(args.cache) if args.cache else build / "verilator"
-    trace_args, wave_file = (), None
+    trace_args = ()
     if args.waves:
-        if _have_lz4():
-            trace_args, wave_file = ("--trace-fst",), "dump.fst"
-        else:
-            # Verilator's FST writer includes lz4.h; without it only VCD builds.
-            trace_args, wave_file = ("--trace",), "dump.vcd"
-            console.print("--waves: lz4.h (liblz4-dev) not found, writing VCD instead of FST")
+        with console.status("preparing the FST writer (builds lz4 once where the system has "
+                            "no lz4.h)"):
+            trace_args = fst_build_args()
     work = build / "run"
     with _waves(args.waves):
         with console.status("building with Verilator (minutes for a large model)"):
@@ -158,7 +144,7 @@ def run(args):
                       measured, estimated, "yes" if ok else "NO")
     console.print(table)
     if args.waves:
-        print(f"waveform: {work / wave_file}")
+        print(f"waveform: {work / 'dump.fst'}")
     if failures:
         for line in failures:
             console.print(f"[bold red]mismatch[/]: {line}")

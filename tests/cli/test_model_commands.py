@@ -85,3 +85,21 @@ def test_emit_is_deterministic_and_checks_lanes(tmp_path, capsys):
     assert digests[0] == digests[1]
     assert main(["emit", "matvec", MODEL, "--lanes", "0", "--out", str(tmp_path / "c")]) == 2
     assert "lanes" in capsys.readouterr().err
+
+
+def test_verify_waves_writes_an_fst(tmp_path, verilator_cache, capsys):
+    # The FST writer needs lz4: built once into the venv where the system lacks lz4.h.
+    from quant_helpers import random_loaded
+
+    from hardwire.gen.native import save_native
+    qm = quantize(random_loaded(7, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8,
+                                ffn_dim=32, vocab_size=19, max_seq_len=24), weights="int8")
+    save_native(qm, tmp_path / "tiny.hwq")
+    assert main(["verify", str(tmp_path / "tiny.hwq"), "--lanes", "4", "--tokens", "1,2,3",
+                 "-n", "4", "--waves", "--build-dir", str(tmp_path / "v"),
+                 "--cache", str(verilator_cache)]) == 0
+    fst = tmp_path / "v" / "run" / "dump.fst"
+    assert f"waveform: {fst}" in capsys.readouterr().out
+    header = fst.read_bytes()[:9]
+    # FST block 0 is the header block (FST_BL_HDR) of 329 bytes, length big-endian.
+    assert header[0] == 0 and int.from_bytes(header[1:9], "big") == 329

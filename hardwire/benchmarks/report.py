@@ -52,10 +52,14 @@ def markdown(record):
              "estimate/ideal", "logic transistors", "token-exact", "sim cycles/s"], rows), ""]
     if "peers" in record:
         p = record["peers"]
-        out += ["## llama.cpp on the same model (this CPU)", ""]
-        for name, run in p.get("runs", {}).items():
-            out.append(f"- {name}: {run.get('tokens_per_s_per_user', 0):,.0f} tokens/s per user")
-        out += [f"- greedy tokens equal to our float model: {p.get('agree')}", ""]
+        out += [f"## {p['peer']} {p['version']} on the same model (this CPU, GGUF "
+                f"{p['gguf']['dtype']}, greedy from token ids)", "", _table(
+                    ["threads", "KV cache", "decode tokens/s per user", "prompt tokens/s"],
+                    [[r["threads"], r["kv_cache"], _spread(r["decode_tokens_per_s"]),
+                      _spread(r["prompt_tokens_per_s"])] for r in p["runs"]]), "",
+                f"Greedy tokens equal to our float model's on every prompt and KV cache type: "
+                f"{p['agree']} (largest logit difference "
+                f"{max(a['max_logit_diff'] for a in p['agreement']):.2g}).", ""]
     if "scaling" in record:
         rows = []
         for r in record["scaling"]:

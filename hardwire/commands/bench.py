@@ -98,7 +98,7 @@ def _sections(args, model, work):
 def _peers(model, prompts, args, work):
     from ..benchmarks.peers import llama_cpp_peer
     return llama_cpp_peer(model, prompts, args.new_tokens, gguf_path=work / "model.gguf",
-                          repeats=args.repeats, threads=1)
+                          repeats=args.repeats, threads=(1,))
 
 
 def _quality(model, max_tokens):
@@ -120,12 +120,12 @@ def run(args):
     model = load(args)
     if model.tokenizer is None:
         raise ConfigError(f"{args.model} carries no tokenizer; the benchmark prompts are text")
-    record = {"benchmark": "hardwire", "date": today(), "machine": machine(),
+    base = {"benchmark": "hardwire", "date": today(), "machine": machine(),
               "versions": versions(), "model": model.spec.name,
               "params": model.spec.n_params,
               "settings": {k: v for k, v in vars(args).items()
                            if k not in ("handler", "debug")}}
-    failed = {}
+    measured, failed, record, paths = {}, {}, {}, []
     with tempfile.TemporaryDirectory(prefix="hardwire-bench-") as scratch:
         work = Path(args.work or scratch)
         for section, measure in _sections(args, model, work):
@@ -133,15 +133,21 @@ def run(args):
                 continue
             with console.status(f"bench: {section}"):
                 try:
-                    record[section] = measure()
+                    measured[section] = measure()
                 except HardwireError as exc:
                     failed[section] = str(exc)
                 except AssertionError as exc:       # BenchFailure: a simulation went wrong
                     failed[section] = f"simulation failed: {exc}"
+                except Exception as exc:
+                    # A bug in one section must not lose the others' measurements.
+                    if args.debug:
+                        raise
+                    failed[section] = f"{type(exc).__name__}: {exc}"
             console.print(f"bench: {section} {'FAILED' if section in failed else 'done'}")
-    if failed:
-        record["failed"] = failed
-    paths = write_record(record, args.out)
+            # Written after each section, so a later crash loses nothing; write_record adds the
+            # day's earlier sections to the dict it is given.
+            record = {**base, **measured, **({"failed": dict(failed)} if failed else {})}
+            paths = write_record(record, args.out)
     if args.json:
         print_json(record)
     else:

@@ -91,3 +91,20 @@ def test_a_later_run_keeps_the_other_sections(tmp_path):
     assert record["quality"] == quality and record["scaling"] == []
     assert record["measured_at"] == {"quality": "2026-11-23T01:00:00+00:00",
                                      "scaling": "2026-11-23T02:00:00+00:00"}
+
+
+def test_a_failing_section_keeps_the_others(tmp_path, monkeypatch, capsys):
+    from hardwire.benchmarks import peers
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(peers, "llama_cpp_peer", broken)
+    out = tmp_path / "out"
+    assert main(["bench", "kjv-micro", "--sections", "quality,peers", "--quality-tokens", "64",
+                 "--out", str(out)]) == 1
+    [path] = out.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["failed"] == {"peers": "RuntimeError: boom"}
+    assert [r["tokens"] for r in record["quality"]] == [64] * 4
+    assert "peers failed:** RuntimeError: boom" in path.with_suffix(".md").read_text()

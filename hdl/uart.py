@@ -16,7 +16,19 @@ def check_divisor(divisor):
     return divisor
 
 
-class UARTTransmitter(wiring.Component):
+class _Serial(wiring.Component):
+    """What both directions share: ``divisor`` clock cycles per bit, checked once."""
+
+    def __init__(self, *, divisor):
+        self._divisor = check_divisor(divisor)
+        super().__init__()
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+
+class UARTTransmitter(_Serial):
     """Sends each byte of ``i`` on ``tx`` as 8N1: a low start bit, 8 data bits LSB first, a high
     stop bit, each held for ``divisor`` clock cycles. ``tx`` idles high.
 
@@ -42,14 +54,6 @@ class UARTTransmitter(wiring.Component):
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
 
-    def __init__(self, *, divisor):
-        self._divisor = check_divisor(divisor)
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
-
     def elaborate(self, platform):
         m = Module()
         shreg = Signal(10, init=0b11_1111_1111)   # stop, data[7:0], start; bit 0 is on the line
@@ -70,7 +74,7 @@ class UARTTransmitter(wiring.Component):
         return m
 
 
-class UARTReceiver(wiring.Component):
+class UARTReceiver(_Serial):
     """Receives 8N1 bytes from ``rx`` into the stream ``o``.
 
     ``rx`` passes through a two-flip-flop synchronizer. A falling edge starts a byte; the start
@@ -104,14 +108,6 @@ class UARTReceiver(wiring.Component):
     o: Out(stream.Signature(8))
     frame_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, *, divisor):
-        self._divisor = check_divisor(divisor)
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()

@@ -1,9 +1,10 @@
 """cocotb bench of the whole-vector units (RMSNorm, RoPE, SwiGLU, residual add, argmax, embedding)
-on their exported Verilog, one cocotb test per unit.
+on their exported Verilog, one cocotb test (``unit``) for the unit the parameters name.
 
 The design under test holds every unit side by side; unit ``name`` has the stream ports
 ``{name}_i`` and ``{name}_o`` (flattened to ``{name}_i__payload`` …) and the embedding also
-``embedding_error``. Parameters (from :func:`hardwire.sim.cocotb_stream.params`), per unit name:
+``embedding_error``. Parameters (from :func:`hardwire.sim.cocotb_stream.params`): one key, the
+unit's name, holding
 ``inputs`` (packed input payloads as integers), ``expected`` (one list of output elements per
 input, from ``golden_ops``), ``out_bits`` and ``out_signed`` (element format of the output;
 ``out_count`` elements per payload), ``latency`` and ``cycles_per_vector`` (the unit's
@@ -57,35 +58,7 @@ async def check_unit(dut, name):
 
 
 @cocotb.test()
-async def residual(dut):
-    await check_unit(dut, "residual")
-
-
-@cocotb.test()
-async def argmax(dut):
-    await check_unit(dut, "argmax")
-
-
-@cocotb.test()
-async def swiglu(dut):
-    await check_unit(dut, "swiglu")
-
-
-@cocotb.test()
-async def rmsnorm(dut):
-    await check_unit(dut, "rmsnorm")
-
-
-@cocotb.test()
-async def rope_half(dut):
-    await check_unit(dut, "rope_half")
-
-
-@cocotb.test()
-async def rope_interleaved(dut):
-    await check_unit(dut, "rope_interleaved")
-
-
-@cocotb.test()
-async def embedding(dut):
-    await check_unit(dut, "embedding")
+async def unit(dut):
+    """Checks the one unit whose name is the only key of the parameters."""
+    [name] = params()
+    await check_unit(dut, name)

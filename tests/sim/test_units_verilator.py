@@ -134,7 +134,7 @@ def test_unit_on_verilator(designs, name, tmp_path, verilator_cache):
     model = build_verilator(verilog_text(Units(group), name=GROUPS[name]),
                             toplevel=GROUPS[name], cache_dir=verilator_cache)
     result = run_bench(model, module="hardwire.sim.bench_units", work_dir=tmp_path / name,
-                       params={name: cases[name]}, testcase=name)
+                       params={name: cases[name]})
     n = len(cases[name]["inputs"])
     assert result["latency"] == [units[name].latency] * n
     assert result["cycles_per_vector"] == [units[name].cycles_per_vector] * (n - 1)

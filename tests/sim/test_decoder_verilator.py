@@ -9,13 +9,12 @@ import pytest
 from quant_helpers import random_loaded
 
 from hardwire.cli import main
-from hardwire.gen.compile import TOP, CompileOptions, compile_model
+from hardwire.gen.compile import TOP, CompileOptions
 from hardwire.gen.frontends import load_model
 from hardwire.gen.quantize import quantize
+from hardwire.sim.decoder_run import build_design, generate
 from hardwire.sim.golden import GoldenModel
-from hardwire.sim.verilator import build_verilator, run_bench
 
-BENCH = "hardwire.sim.bench_decoder"
 LANES = 8
 N_NEW = 16
 PROMPTS = ([1, 2, 3], [40, 50])
@@ -29,15 +28,8 @@ def micro():
 
 
 def simulate(qm, options, cache, work, prompts, n_new):
-    decoder, manifest = compile_model(qm, options, work / "rtl", source_hash="")
-    built = build_verilator((work / "rtl" / f"{TOP}.v").read_text(), toplevel=TOP,
-                            cache_dir=cache, data_files=[
-                                work / "rtl" / rom["name"]
-                                for rom in manifest["files"]["rom_files"]])
-    result = run_bench(built, module=BENCH, work_dir=work / "run", params={
-        "token_bits": 16, "max_cycles": 50 * decoder.cycles_per_token(decoder.context - 1) * n_new,
-        "sequences": [{"prompt": p, "max_new": n_new} for p in prompts]})
-    return decoder, result["sequences"]
+    design = build_design(qm, options, work / "rtl", cache)
+    return design.decoder, generate(design, prompts, n_new, work / "run").sequences
 
 
 def check(qm, decoder, prompts, sequences, n_new):

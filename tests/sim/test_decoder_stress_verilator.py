@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import pytest
 from quant_helpers import random_loaded
 
-from hardwire.gen.compile import TOP, CompileOptions, compile_model
+from hardwire.gen.compile import CompileOptions
 from hardwire.gen.frontends import load_model
 from hardwire.gen.quantize import quantize
 from hardwire.sim import golden_ops
+from hardwire.sim.decoder_run import build_design
 from hardwire.sim.golden import GoldenModel
-from hardwire.sim.verilator import build_verilator, run_bench
+from hardwire.sim.verilator import run_bench
 
 BENCH = "hardwire.sim.bench_decoder_stress"
 TOKEN_BITS = 16
@@ -46,11 +47,8 @@ class Design:
 
 
 def build(qm, options, cache, work):
-    decoder, manifest = compile_model(qm, options, work, source_hash="")
-    model = build_verilator((work / f"{TOP}.v").read_text(), toplevel=TOP, cache_dir=cache,
-                            data_files=[work / rom["name"]
-                                        for rom in manifest["files"]["rom_files"]])
-    return Design(qm, decoder, model)
+    design = build_design(qm, options, work, cache)
+    return Design(qm, design.decoder, design.model)
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,7 @@ def macs_per_token(qm, pos):
 def _formula(decoder):
     """``cycles_per_token`` as a string: a constant plus every layer's attention, whose time
     grows with the keys it scans (:meth:`hardwire.hdl.attention.Attention.cycles`)."""
-    attention = [layer.attention for layer in decoder.layers]
+    attention = [decoder.layer.attention] * decoder.n_layers
     ctx = decoder.context
     fixed = decoder.cycles_per_token(0) - sum(a.cycles(0) for a in attention)
     first = attention[0]

@@ -4,7 +4,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .vector_unit import check_int, check_int_list
+from .vector_unit import bank_select, check_int, check_int_list, check_per_bank, rshift_round_var
 
 __all__ = ["Attention"]
 
@@ -32,6 +32,11 @@ class Attention(wiring.Component):
     transfer carries ``out`` for all heads. A new sequence simply starts again at ``p = 0``: rows
     beyond ``p`` are never read.
 
+    With ``banks > 1`` one unit serves ``banks`` layers: the ``bank`` input picks the layer, whose
+    own KV cache (rows ``bank * context + p``) and ``(M_att, s_att)`` are used; bank ``b``
+    computes exactly what a unit with bank ``b``'s parameters alone computes, with the same
+    timing. The caches of different banks never interfere.
+
     Two passes per head over ``t = 0..p``, each ``C = ceil(head_dim / lanes)`` cycles per
     position: the first computes the scores (``lanes`` int8 products a cycle), writes them to a
     scratch memory of ``context`` entries and tracks the maximum; the second reads them back,
@@ -40,10 +45,11 @@ class Attention(wiring.Component):
     Storing the scores (``context * score_width`` bits) rather than recomputing them in the second
     pass saves ``S`` cycles per head and a second read of K.
 
-    Storage: K and V caches, two memories of ``context`` rows of ``n_kv_heads * head_dim`` int8
-    (:attr:`kv_cache_bits`, written in the input's cycle, read one row a cycle), the score
-    scratch (:attr:`scratch_bits`), a 256 x 16-bit EXP2 ROM, and registers for ``q``, ``head_dim``
-    accumulators of :attr:`acc_width` bits and the output vector.
+    Storage: K and V caches, two memories of ``banks * context`` rows of ``n_kv_heads *
+    head_dim`` int8 (:attr:`kv_cache_bits`, written in the input's cycle, read one row a cycle),
+    the score scratch (:attr:`scratch_bits`, shared by all banks), a 256 x 16-bit EXP2 ROM
+    (shared), and registers for ``q``, ``head_dim`` accumulators of :attr:`acc_width` bits and
+    the output vector.
 
     Parameters (keyword-only)
     -------------------------
@@ -52,18 +58,26 @@ class Attention(wiring.Component):
     head_dim : int
     context : int
         Depth of the KV cache: positions ``0..context-1``.
-    M_att, s_att : int
-        Softmax multiplier (``0 <= M_att < 2^15``, ``0 <= s_att <= 62``).
+    M_att, s_att : int or sequence of ``banks`` int
+        Softmax multiplier (``0 <= M_att < 2^15``, ``0 <= s_att <= 62``), one for all banks or
+        bank ``b``'s ``b``-th. The properties hold an int for ``banks == 1``, otherwise a tuple
+        of ``banks`` ints. Each is a constant in the logic when all banks share it; otherwise a
+        small mux by ``bank`` feeds a multiplier or a barrel shifter.
     exp2_table : sequence of 256 int
         ``EXP2``; entries in ``0..2^15`` and ``EXP2[0] == 2^15`` (so ``2^15 <= P``).
     lanes : int
         Multiply-accumulates a cycle in each pass, ``1..head_dim``.
+    banks : int
+        Layers served, ``>= 1`` (default 1: no ``bank`` port).
 
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"q", "k", "v", "pos"})))``
         ``pos`` is ``unsigned(context.bit_length())``, so ``p = context`` is representable.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), n_heads * head_dim)))``
+    bank : ``In(range(banks))``, only when ``banks > 1``
+        The layer; held stable from the input transfer until the output transfer has happened
+        (it is read in between, not latched). A refused transfer ignores it.
     error : ``Out(1)``
         A transfer with ``pos >= context`` is accepted and dropped: nothing is written, no output
         is produced, and ``error`` is high from the next cycle until a transfer with
@@ -75,11 +89,13 @@ class Attention(wiring.Component):
     :meth:`cycles` ``(p) = 2 S + (n_heads - 1) (S + max(S, 29 + C)) + 30 + C`` clock edges after
     the edge that accepted the input (29 + C: two pipeline stages, a gap cycle, the 26-cycle
     divider and C output cycles); the next input is accepted at the edge after the output
-    transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head.
+    transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head. The same for every
+    ``banks``.
     """
 
     def __init__(self, *, n_heads, n_kv_heads, head_dim, context, M_att, s_att, exp2_table,
-                 lanes):
+                 lanes, banks=1):
+        self._banks = check_int("banks", banks, 1, None)
         self._n_heads = check_int("n_heads", n_heads, 1, None)
         self._n_kv_heads = check_int("n_kv_heads", n_kv_heads, 1, None)
         if self._n_heads % self._n_kv_heads:
@@ -87,8 +103,8 @@ class Attention(wiring.Component):
                              f"{n_kv_heads!r}")
         self._head_dim = check_int("head_dim", head_dim, 1, None)
         self._context = check_int("context", context, 1, None)
-        self._M_att = check_int("M_att", M_att, 0, (1 << EXP_ONE_BITS) - 1)
-        self._s_att = check_int("s_att", s_att, 0, 62)
+        self._M_atts = check_per_bank("M_att", M_att, 0, (1 << EXP_ONE_BITS) - 1, self._banks)
+        self._s_atts = check_per_bank("s_att", s_att, 0, 62, self._banks)
         table = check_int_list("exp2_table", exp2_table, 0, 1 << EXP_ONE_BITS,
                                length=1 << EXP_FRAC_BITS)
         if table[0] != 1 << EXP_ONE_BITS:
@@ -103,18 +119,22 @@ class Attention(wiring.Component):
             "pos": unsigned(self._context.bit_length()),
         })
         self._out_layout = data.ArrayLayout(signed(8), self._n_heads * self._head_dim)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(self._in_layout)),
             "o": Out(stream.Signature(self._out_layout)),
             "error": Out(1),
-        })
+        }
+        if self._banks > 1:
+            members["bank"] = In(range(self._banks))
+        super().__init__(members)
 
     n_heads = property(lambda self: self._n_heads)
     n_kv_heads = property(lambda self: self._n_kv_heads)
     head_dim = property(lambda self: self._head_dim)
     context = property(lambda self: self._context)
-    M_att = property(lambda self: self._M_att)
-    s_att = property(lambda self: self._s_att)
+    banks = property(lambda self: self._banks)
+    M_att = property(lambda self: self._M_atts[0] if self._banks == 1 else self._M_atts)
+    s_att = property(lambda self: self._s_atts[0] if self._banks == 1 else self._s_atts)
     exp2_table = property(lambda self: self._exp2_table)
     lanes = property(lambda self: self._lanes)
 
@@ -140,12 +160,12 @@ class Attention(wiring.Component):
 
     @property
     def kv_cache_bits(self):
-        """Bits of the K and V memories: ``2 * context * n_kv_heads * head_dim * 8``."""
-        return 2 * self._context * self._n_kv_heads * self._head_dim * 8
+        """Bits of the K and V memories: ``2 * banks * context * n_kv_heads * head_dim * 8``."""
+        return 2 * self._banks * self._context * self._n_kv_heads * self._head_dim * 8
 
     @property
     def scratch_bits(self):
-        """Bits of the score memory: ``context * score_width``."""
+        """Bits of the score memory (one for all banks): ``context * score_width``."""
         return self._context * self.score_width
 
     def cycles(self, position):
@@ -161,11 +181,12 @@ class Attention(wiring.Component):
         H, G, hd, L, C = self._n_heads, self._n_kv_heads, self._head_dim, self._lanes, self.chunks
         group = H // G
         n_kv = G * hd
+        rows = self._banks * self._context
 
         m.submodules.k_mem = k_mem = memory.Memory(
-            shape=data.ArrayLayout(signed(8), n_kv), depth=self._context, init=[])
+            shape=data.ArrayLayout(signed(8), n_kv), depth=rows, init=[])
         m.submodules.v_mem = v_mem = memory.Memory(
-            shape=data.ArrayLayout(signed(8), n_kv), depth=self._context, init=[])
+            shape=data.ArrayLayout(signed(8), n_kv), depth=rows, init=[])
         m.submodules.score_mem = score_mem = memory.Memory(
             shape=signed(self.score_width), depth=self._context, init=[])
         m.submodules.exp2_rom = exp2_rom = memory.Memory(
@@ -223,11 +244,21 @@ class Attention(wiring.Component):
 
         accept = self.i.valid & self.i.ready
         in_range = self.i.payload.pos < self._context
+        # Bank b's cache rows follow bank b-1's; `bank` is stable from input to output transfer.
+        if self._banks > 1:
+            base = Signal(range(rows))
+            m.d.comb += base.eq(self.bank * self._context)
+
+            def row(position):
+                return base + position
+        else:
+            def row(position):
+                return position
         m.d.comb += [
-            k_wr.addr.eq(self.i.payload.pos), k_wr.data.eq(self.i.payload.k),
-            v_wr.addr.eq(self.i.payload.pos), v_wr.data.eq(self.i.payload.v),
+            k_wr.addr.eq(row(self.i.payload.pos)), k_wr.data.eq(self.i.payload.k),
+            v_wr.addr.eq(row(self.i.payload.pos)), v_wr.data.eq(self.i.payload.v),
             k_wr.en.eq(accept & in_range), v_wr.en.eq(accept & in_range),
-            k_rd.addr.eq(t), score_rd.addr.eq(t), v_rd.addr.eq(w1_t),
+            k_rd.addr.eq(row(t)), score_rd.addr.eq(t), v_rd.addr.eq(row(w1_t)),
             self.o.payload.eq(out),
         ]
 
@@ -297,12 +328,23 @@ class Attention(wiring.Component):
                 with m.If((s1_t == 0) | (score > mx)):
                     m.d.sync += mx.eq(score)
 
-        # Weighted pass, stage B: D = -rshift_round((score - mx) * M, s) >= 0.
-        scaled = (score_rd.data - mx) * self._M_att
-        if self._s_att:
-            scaled = scaled + (1 << (self._s_att - 1))
-        D = Signal(signed(len(scaled) + 1))
-        m.d.comb += [D.eq(-(scaled >> self._s_att)), exp2_rd.addr.eq(D[:EXP_FRAC_BITS])]
+        # Weighted pass, stage B: D = -rshift_round((score - mx) * M, s) >= 0. M and s are
+        # constants unless the banks differ in them.
+        bank = self.bank if self._banks > 1 else None
+        M_att = bank_select(m, bank, self._M_atts, range(max(self._M_atts) + 1), name="M_att")
+        s_att = bank_select(m, bank, self._s_atts, range(max(self._s_atts) + 1), name="s_att")
+        scaled = (score_rd.data - mx) * M_att
+        if isinstance(s_att, int):
+            if s_att:
+                scaled = scaled + (1 << (s_att - 1))
+            D = Signal(signed(len(scaled) + 1))
+            m.d.comb += D.eq(-(scaled >> s_att))
+        else:
+            # rshift_round(x, s) == rshift_round(2x, s + 1): exact for s = 0 too, one shifter.
+            rounded = rshift_round_var(scaled << 1, s_att)
+            D = Signal(signed(len(rounded) + 1))
+            m.d.comb += D.eq(-rounded)
+        m.d.comb += exp2_rd.addr.eq(D[:EXP_FRAC_BITS])
         m.d.sync += [w2_zero.eq(D >= EXP_SHIFT_CAP << EXP_FRAC_BITS),
                      w2_shift.eq(D[EXP_FRAC_BITS:EXP_FRAC_BITS + 4])]
 

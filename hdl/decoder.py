@@ -1,6 +1,6 @@
 """The whole decoder: token stream in, greedily generated token stream out."""
 
-from amaranth.hdl import Module, ResetInserter, ResetSignal, Signal, unsigned
+from amaranth.hdl import Module, Mux, ResetInserter, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,7 +16,9 @@ MAX_NEW_BITS = 16
 
 class Decoder(wiring.Component):
     """Embedding → N × :class:`DecoderLayer` → final RMSNorm → head matvec → Argmax, with the
-    greedy generation loop on chip. One token is in flight at a time.
+    greedy generation loop on chip. One token is in flight at a time, so one layer datapath
+    serves all N layers: its output loops back to its input with the next layer's constants
+    selected, in the same cycle (no bubble).
 
     Parameters
     ----------
@@ -91,10 +93,9 @@ class Decoder(wiring.Component):
         self._vocab, self._dim, self._context = p["vocab"], p["dim"], p["context"]
         self._eos = p["eos_id"]
         self.embed = Embedding(**p["embed"])
-        self.layers = [
-            DecoderLayer(params=lp, dim=self._dim, context=self._context, rsqrt=p["rsqrt"],
-                         exp2=p["exp2"], rope_cos=p["rope_cos"], rope_sin=p["rope_sin"])
-            for lp in p["layers"]]
+        self.layer = DecoderLayer(layers=p["layers"], dim=self._dim, context=self._context,
+                                  rsqrt=p["rsqrt"], exp2=p["exp2"], rope_cos=p["rope_cos"],
+                                  rope_sin=p["rope_sin"])
         self.norm = RMSNorm(rsqrt_table=p["rsqrt"], **p["norm"])
         self.head = requant_matvec(p["head"])
         self.argmax = Argmax(n=self._vocab, **p["argmax"])
@@ -122,8 +123,12 @@ class Decoder(wiring.Component):
     def eos_id(self):
         return self._eos
 
+    @property
+    def n_layers(self):
+        return self.layer.n_layers
+
     def _body_cycles(self, pos):
-        return self.embed.latency + sum(layer.cycles(pos) for layer in self.layers)
+        return self.embed.latency + self.n_layers * self.layer.cycles(pos)
 
     def cycles_per_token(self, pos):
         """Clock edges per generated token fed back at position ``pos`` (see the docstring)."""
@@ -137,8 +142,7 @@ class Decoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.embed = self.embed
-        for n, layer in enumerate(self.layers):
-            m.submodules[f"layer{n}"] = layer
+        m.submodules.layer = layer = self.layer
         m.submodules.norm = self.norm
         m.submodules.head = self.head
         m.submodules.argmax = self.argmax
@@ -149,13 +153,25 @@ class Decoder(wiring.Component):
         want = Signal()                        # the token in flight needs its logits
         left = Signal(MAX_NEW_BITS)            # tokens still to emit
 
-        # Chain: embedding → layers; the layers carry pos along.
-        first, last_layer = self.layers[0], self.layers[-1]
-        m.d.comb += [first.i.valid.eq(self.embed.o.valid), self.embed.o.ready.eq(first.i.ready),
-                     first.i.payload.x.eq(self.embed.o.payload), first.i.payload.pos.eq(pos)]
-        for a, b in zip(self.layers, self.layers[1:], strict=False):
-            wiring.connect(m, a.o, b.i)
-        m.d.comb += [self.norm.i.payload.eq(last_layer.o.payload.x)]
+        # Chain: embedding → layer 0 → layer 1 … → the final norm. The layer's output loops back
+        # to its input until the last layer; it takes its own output in the cycle it leaves, so
+        # `o.ready` is simply high while looping (no combinational path through `i.ready`).
+        n_layers = self.n_layers
+        looping = Signal()
+        if n_layers > 1:
+            layer_index = Signal(range(n_layers))
+            m.d.comb += [layer.index.eq(layer_index), looping.eq(layer_index != n_layers - 1)]
+            with m.If(layer.o.valid & layer.o.ready):
+                m.d.sync += layer_index.eq(Mux(looping, layer_index + 1, 0))
+        from_embed = self.embed.o.valid
+        m.d.comb += [
+            layer.i.valid.eq(from_embed | (layer.o.valid & looping)),
+            self.embed.o.ready.eq(layer.i.ready),
+            layer.i.payload.x.eq(Mux(from_embed, self.embed.o.payload.as_value(),
+                                     layer.o.payload.x.as_value())),
+            layer.i.payload.pos.eq(pos),
+            self.norm.i.payload.eq(layer.o.payload.x),
+        ]
         wiring.connect(m, self.norm.o, self.head.i)
         wiring.connect(m, self.head.o, self.argmax.i)
         m.d.comb += self.embed.i.payload.eq(token)
@@ -188,9 +204,10 @@ class Decoder(wiring.Component):
                 with m.If(self.embed.i.ready):
                     m.next = "LAYERS"
             with m.State("LAYERS"):
-                m.d.comb += [self.busy.eq(1), self.norm.i.valid.eq(last_layer.o.valid & want),
-                             last_layer.o.ready.eq(~want | self.norm.i.ready)]
-                with m.If(last_layer.o.valid & last_layer.o.ready):
+                m.d.comb += [self.busy.eq(1),
+                             self.norm.i.valid.eq(layer.o.valid & want & ~looping),
+                             layer.o.ready.eq(looping | ~want | self.norm.i.ready)]
+                with m.If(layer.o.valid & layer.o.ready & ~looping):
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(want):
                         m.next = "EMIT"

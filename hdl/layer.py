@@ -1,4 +1,5 @@
-"""One decoder layer: attention block and SwiGLU block, each closed by its residual add."""
+"""One decoder layer datapath, shared by every layer of the model: attention block and SwiGLU
+block, each closed by its residual add, with the layer's constants picked by ``index``."""
 
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -11,17 +12,75 @@ from .rmsnorm import RMSNorm
 from .rope import RoPE
 from .swiglu import SwiGLU
 
-__all__ = ["DecoderLayer", "requant_matvec"]
+__all__ = ["DecoderLayer", "requant_matvec", "stack_layers"]
 
 
-def requant_matvec(params):
+def requant_matvec(params, banks=1):
     """A :class:`MatVec` with requantized whole-vector output from a
-    :func:`hardwire.gen.hardware.decoder_params` matvec dict."""
+    :func:`hardwire.gen.hardware.decoder_params` matvec dict (``banks`` stacked matrices)."""
     kwargs = {}
     if params["group_mult"] is not None:
         kwargs.update(group_size=params["group_size"], group_mult=params["group_mult"])
+    if banks > 1:
+        kwargs.update(banks=banks)
     return MatVec(weights=params["weights"], lanes=params["lanes"], bits=params["bits"],
                   requant=(params["M"], params["shift"], params["out_bits"]), **kwargs)
+
+
+def _stack_matvec(name, mats):
+    first = mats[0]
+    for key in ("lanes", "group_size", "out_bits"):
+        if any(mv[key] != first[key] for mv in mats):
+            raise ValueError(f"{name}: the layers differ in {key} and cannot share one unit")
+    if any((mv["group_mult"] is None) != (first["group_mult"] is None) for mv in mats):
+        raise ValueError(f"{name}: only some layers have group multipliers")
+    grouped = first["group_mult"] is not None
+    return {
+        "weights": sum((mv["weights"] for mv in mats), ()),
+        "bits": max(mv["bits"] for mv in mats),
+        "group_size": first["group_size"],
+        "group_mult": sum((mv["group_mult"] for mv in mats), ()) if grouped else None,
+        "M": sum((mv["M"] for mv in mats), ()),
+        "shift": sum((mv["shift"] for mv in mats), ()),
+        "out_bits": first["out_bits"],
+        "lanes": first["lanes"],
+    }
+
+
+def _stack_norm(norms):
+    return {"gain": sum((n["gain"] for n in norms), ()),
+            "shift": tuple(n["shift"] for n in norms),
+            "eps_int": tuple(n["eps_int"] for n in norms),
+            "lanes": norms[0]["lanes"]}
+
+
+def stack_layers(layers):
+    """The per-layer dicts of ``decoder_params(...)["layers"]`` as one dict of stacked banks
+    (layer ``b`` is bank ``b`` of every unit): matrices' rows, gains and SILU tables
+    concatenated, per-layer scalars as tuples. Units that carry no per-layer constant (RoPE,
+    residual add) take the first layer's parameters."""
+    first = layers[0]
+    for key in ("rope", "residual"):
+        if any(lp[key] != first[key] for lp in layers):
+            raise ValueError(f"{key}: the layers differ and cannot share one unit")
+    att = dict(first["attention"])
+    att.update(M_att=tuple(lp["attention"]["M_att"] for lp in layers),
+               s_att=tuple(lp["attention"]["s_att"] for lp in layers))
+    return {
+        "attn_norm": _stack_norm([lp["attn_norm"] for lp in layers]),
+        "qkv": _stack_matvec("qkv", [lp["qkv"] for lp in layers]),
+        "rope": first["rope"],
+        "attention": att,
+        "wo": _stack_matvec("wo", [lp["wo"] for lp in layers]),
+        "residual": first["residual"],
+        "ffn_norm": _stack_norm([lp["ffn_norm"] for lp in layers]),
+        "w13": _stack_matvec("w13", [lp["w13"] for lp in layers]),
+        "swiglu": {"silu_table": sum((lp["swiglu"]["silu_table"] for lp in layers), ()),
+                   "M": tuple(lp["swiglu"]["M"] for lp in layers),
+                   "s": tuple(lp["swiglu"]["s"] for lp in layers),
+                   "lanes": first["swiglu"]["lanes"]},
+        "w2": _stack_matvec("w2", [lp["w2"] for lp in layers]),
+    }
 
 
 def _link(m, src, dst, payload=None):
@@ -33,12 +92,17 @@ def _link(m, src, dst, payload=None):
 
 class DecoderLayer(wiring.Component):
     """RMSNorm → QKV matvec → RoPE over [q|k] → Attention → wo → residual add → RMSNorm → W13
-    matvec → SwiGLU → w2 → residual add, one token at a time.
+    matvec → SwiGLU → w2 → residual add, one token at a time, for any of the model's layers.
+
+    One datapath serves all ``n_layers`` layers: every unit with per-layer constants holds them
+    for all layers in stacked ROMs ("banks", :func:`stack_layers`) and the KV caches hold all
+    layers' rows; ``index`` picks the bank. Only one token is ever in flight and the layers run
+    one after another, so sharing costs no cycle and divides the logic by ``n_layers``.
 
     Parameters
     ----------
-    params : dict
-        One entry of ``decoder_params(...)["layers"]``.
+    layers : tuple of dict
+        ``decoder_params(...)["layers"]``, one dict per layer.
     dim, context : int
     rsqrt, exp2 : tuple of int
         The shared RSQRT and EXP2 tables.
@@ -49,39 +113,67 @@ class DecoderLayer(wiring.Component):
     -------
     i : ``In(stream.Signature(StructLayout({"x": ArrayLayout(signed(16), dim),
     "pos": unsigned(bit_length(context))})))``
-        ``pos < context`` (the decoder guarantees it). Taken only while no token is in the layer;
-        ``x`` (the skip path) and ``pos`` are held in registers until the output leaves.
+        ``pos < context`` (the decoder guarantees it). Taken while no token is in the layer, or
+        in the cycle the token in it leaves on ``o`` (so ``o`` can loop back to ``i`` with no
+        bubble); ``x`` (the skip path) and ``pos`` are held in registers until the output
+        leaves.
     o : ``Out(stream.Signature(<the same layout>))``
         The layer's residual output and the same ``pos``.
+    index : ``In(range(n_layers))`` (only with ``n_layers > 1``)
+        The layer the token in flight is in: held stable from the input transfer to the output
+        transfer.
 
     Timing
     ------
     :meth:`cycles` ``(pos)``: clock edges from the input transfer to the output transfer with
-    ``o`` always ready, the sum of the units' latencies (the glue adds no register). The next
-    token is accepted at the edge after the output transfer.
+    ``o`` always ready, the sum of the units' latencies (the glue adds no register), the same
+    for every layer. ``i.ready`` depends combinationally on ``o.ready``.
     """
 
-    def __init__(self, *, params, dim, context, rsqrt, exp2, rope_cos, rope_sin):
-        p = params
+    def __init__(self, *, layers, dim, context, rsqrt, exp2, rope_cos, rope_sin):
+        self._n_layers = n = len(layers)
+        p = stack_layers(layers)
         self._dim, self._context = dim, context
         att = p["attention"]
         self._q_dim = att["n_heads"] * att["head_dim"]
         self._kv_dim = att["n_kv_heads"] * att["head_dim"]
         self._ffn = len(p["w2"]["weights"][0])
-        self.norm1 = RMSNorm(rsqrt_table=rsqrt, **p["attn_norm"])
-        self.qkv = requant_matvec(p["qkv"])
+        banks = {} if n == 1 else {"banks": n}
+
+        def scalar(value):
+            return value[0] if n == 1 else value
+
+        def norm(q):
+            return RMSNorm(rsqrt_table=rsqrt, gain=q["gain"], shift=scalar(q["shift"]),
+                           eps_int=scalar(q["eps_int"]), lanes=q["lanes"], **banks)
+
+        self.norm1 = norm(p["attn_norm"])
+        self.qkv = requant_matvec(p["qkv"], n)
         self.rope = RoPE(cos=rope_cos, sin=rope_sin, **p["rope"])
-        self.attention = Attention(context=context, exp2_table=exp2, **att)
-        self.wo = requant_matvec(p["wo"])
+        self.attention = Attention(context=context, exp2_table=exp2,
+                                   **{**att, "M_att": scalar(att["M_att"]),
+                                      "s_att": scalar(att["s_att"])}, **banks)
+        self.wo = requant_matvec(p["wo"], n)
         self.add1 = ResidualAdd(n=dim, **p["residual"])
-        self.norm2 = RMSNorm(rsqrt_table=rsqrt, **p["ffn_norm"])
-        self.w13 = requant_matvec(p["w13"])
-        self.swiglu = SwiGLU(n=self._ffn, **p["swiglu"])
-        self.w2 = requant_matvec(p["w2"])
+        self.norm2 = norm(p["ffn_norm"])
+        self.w13 = requant_matvec(p["w13"], n)
+        sw = p["swiglu"]
+        self.swiglu = SwiGLU(n=self._ffn, silu_table=sw["silu_table"], M=scalar(sw["M"]),
+                             s=scalar(sw["s"]), lanes=sw["lanes"], **banks)
+        self.w2 = requant_matvec(p["w2"], n)
         self.add2 = ResidualAdd(n=dim, **p["residual"])
         layout = data.StructLayout({"x": data.ArrayLayout(signed(16), dim),
                                     "pos": unsigned(context.bit_length())})
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+        members = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))}
+        if n > 1:
+            members["index"] = In(range(n))
+        super().__init__(members)
+
+    @property
+    def n_layers(self):
+        return self._n_layers
+
+    BANKED = ("norm1", "qkv", "attention", "wo", "norm2", "w13", "swiglu", "w2")
 
     def cycles(self, pos):
         """Clock edges from the input transfer to the output transfer at position ``pos``."""
@@ -95,6 +187,8 @@ class DecoderLayer(wiring.Component):
         for name in ("norm1", "qkv", "rope", "attention", "wo", "add1", "norm2", "w13", "swiglu",
                      "w2", "add2"):
             m.submodules[name] = getattr(self, name)
+        if self._n_layers > 1:
+            m.d.comb += [getattr(self, name).bank.eq(self.index) for name in self.BANKED]
         qd, kvd, ffn = self._q_dim, self._kv_dim, self._ffn
 
         busy = Signal()
@@ -102,10 +196,16 @@ class DecoderLayer(wiring.Component):
         pos = Signal(unsigned(self._context.bit_length()))
         v = Signal(data.ArrayLayout(signed(8), kvd))
 
-        # Input: one token in flight; the skip path and pos wait in registers.
-        m.d.comb += [self.norm1.i.valid.eq(self.i.valid & ~busy),
-                     self.i.ready.eq(self.norm1.i.ready & ~busy),
+        # Input: one token in flight; the skip path and pos wait in registers. The token in the
+        # layer leaving frees it in the same cycle (norm1 has long been idle by then).
+        leaving = Signal()
+        m.d.comb += leaving.eq(self.o.valid & self.o.ready)
+        free = ~busy | leaving
+        m.d.comb += [self.norm1.i.valid.eq(self.i.valid & free),
+                     self.i.ready.eq(self.norm1.i.ready & free),
                      self.norm1.i.payload.eq(self.i.payload.x)]
+        with m.If(leaving):
+            m.d.sync += busy.eq(0)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [busy.eq(1), skip.eq(self.i.payload.x), pos.eq(self.i.payload.pos)]
 
@@ -143,6 +243,4 @@ class DecoderLayer(wiring.Component):
         out = Signal(self.o.payload.shape())
         m.d.comb += [out.x.eq(self.add2.o.payload), out.pos.eq(pos)]
         _link(m, self.add2.o, self.o, out)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += busy.eq(0)
         return m

@@ -61,22 +61,35 @@ class MatVec(wiring.Component):
     in step with the weights; ``M`` and ``shift - 1`` in a third (one word per row), read as the
     row's sum finishes.
 
+    With ``banks > 1`` one datapath holds ``banks`` independent sets of constants (e.g. the same
+    projection of every decoder layer) and the ``bank`` port picks one per input vector. Every
+    per-row parameter is given stacked, bank ``b``'s ``out_features`` rows after bank
+    ``b - 1``'s, and each ROM holds bank ``b``'s words right after bank ``b - 1``'s (no
+    padding): word ``b * out_features * chunks + o * chunks + c`` of the weight ROM,
+    ``b * out_features * n_groups + o * n_groups + j`` of the group ROM and
+    ``b * out_features + o`` of the requantization ROM. Bank ``b`` computes exactly what a
+    ``MatVec`` of bank ``b``'s parameters alone computes, with the same timing.
+
     Parameters
     ----------
     weights : list of list of int
-        ``out_features`` rows of ``in_features`` integers in :data:`WEIGHT_RANGES` ``[bits]``.
+        ``banks * out_features`` rows of ``in_features`` integers in :data:`WEIGHT_RANGES`
+        ``[bits]`` (``out_features`` is ``len(weights) // banks``).
     lanes : int
         Multiply–accumulates per cycle: ``1..in_features``, and ``1..group_size`` with groups
         (a chunk never spans two groups).
     bits : int
         ROM width of a weight: 8 (default), 5, 4, or 2 (ternary, ``{-1, 0, 1}``).
     group_size, group_mult : int, list of list of int
-        Both or neither. ``group_size`` in ``1..in_features``; ``group_mult`` is
-        ``out_features`` rows of ``ceil(in_features / group_size)`` integers with
-        ``|g| <= 2^14`` (the last group may be shorter than ``group_size``).
+        Both or neither. ``group_size`` in ``1..in_features`` (the same for all banks);
+        ``group_mult`` is ``banks * out_features`` rows of ``ceil(in_features / group_size)``
+        integers with ``|g| <= 2^14`` (the last group may be shorter than ``group_size``).
     requant : tuple ``(M, shift, out_bits)`` or None
-        Per-row ``M`` in ``0..2^15-1`` and ``shift`` in ``1..62`` (``out_features`` each), and
-        ``out_bits`` 8 or 16. ``None`` (default): one raw accumulator per row.
+        Per-row ``M`` in ``0..2^15-1`` and ``shift`` in ``1..62`` (``banks * out_features``
+        each, stacked like the rows), and ``out_bits`` 8 or 16 (the same for all banks).
+        ``None`` (default): one raw accumulator per row.
+    banks : int
+        Parameter sets stacked in the ROMs, ``>= 1`` (default 1: no ``bank`` port).
 
     Members
     -------
@@ -89,6 +102,10 @@ class MatVec(wiring.Component):
         out_features)))``
         One transfer per input vector carrying the whole requantized vector (row ``o`` in
         element ``o``).
+    bank : ``In(range(banks))``, only when ``banks > 1``
+        The parameter set of the vector transferred on ``i``. It is read only in the cycle of
+        that transfer (the sequencer then walks absolute ROM addresses), so it may change for the
+        very next vector; holding it until the output transfer, as the decoder does, is fine.
 
     Backpressure on ``o`` stalls the whole pipeline (nothing lost or repeated); ``o.valid`` and
     ``o.payload`` come from registers; ``i.ready`` depends combinationally on ``o.ready``.
@@ -102,11 +119,13 @@ class MatVec(wiring.Component):
       valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
       ``chunks + 1`` cycles after the input transfer.
 
-    Resources: the ROMs (``rom_bits``), an ``8 * in_features``-bit input latch, ``lanes``
+    Resources: the ROMs (``rom_bits``, all banks), an ``8 * in_features``-bit input latch, ``lanes``
     ``bits``×8 multipliers into a balanced adder tree, the ``acc_bits`` row sum (plus, grouped,
     a group sum and one 16×group-sum multiplier), and with ``requant`` one ``acc_bits``×15
     multiplier, one barrel shifter and an ``out_bits * out_features``-bit collection register
-    besides the output register.
+    besides the output register. With banks, ``bank`` selects each ROM's first address of the
+    bank from a constant table (no multiplier, no adder in front of the ROMs), and with
+    ``requant`` an absolute row counter addresses the requantization ROM.
 
     Raises
     ------
@@ -116,11 +135,15 @@ class MatVec(wiring.Component):
     """
 
     def __init__(self, *, weights, lanes, bits=8, group_size=None, group_mult=None,
-                 requant=None):
+                 requant=None, banks=1):
+        banks = check_int("banks", banks, 1, None)
         if isinstance(bits, bool) or bits not in WEIGHT_RANGES:
             raise ValueError(f"bits must be 8, 5, 4 or 2, not {bits!r}")
         rows = self._check_weights(weights, *WEIGHT_RANGES[bits])
-        n, out = len(rows[0]), len(rows)
+        if len(rows) % banks:
+            raise ValueError(f"weights must have a multiple of banks = {banks} rows, "
+                             f"not {len(rows)}")
+        n, out = len(rows[0]), len(rows) // banks
 
         if (group_size is None) != (group_mult is None):
             raise ValueError("group_size and group_mult must be given together")
@@ -131,7 +154,7 @@ class MatVec(wiring.Component):
         else:
             group_size = check_int("group_size", group_size, 1, n)
             groups = [(k, min(group_size, n - k)) for k in range(0, n, group_size)]
-            gmult = self._check_group_mult(group_mult, out, len(groups))
+            gmult = self._check_group_mult(group_mult, out, banks, len(groups))
             max_lanes = group_size
         lanes = check_int("lanes", lanes, 1, max_lanes)
 
@@ -141,14 +164,15 @@ class MatVec(wiring.Component):
             except (TypeError, ValueError):
                 raise TypeError(f"requant must be a tuple (M, shift, out_bits), not {requant!r}"
                                 ) from None
-            M = _check_int_list("requant M", M, 0, M_MAX, length=out)
-            shift = _check_int_list("requant shift", shift, *SHIFT_RANGE, length=out)
+            M = _check_int_list("requant M", M, 0, M_MAX, length=banks * out)
+            shift = _check_int_list("requant shift", shift, *SHIFT_RANGE, length=banks * out)
             if isinstance(out_bits, bool) or out_bits not in (8, 16):
                 raise ValueError(f"requant out_bits must be 8 or 16, not {out_bits!r}")
             requant = (M, shift, out_bits)
 
         self._weights = tuple(tuple(row) for row in rows)
         self._in, self._out, self._lanes, self._bits = n, out, lanes, bits
+        self._banks = banks
         self._group_size = group_size
         self._group_mult = gmult
         self._requant = requant
@@ -173,22 +197,25 @@ class MatVec(wiring.Component):
                                init=words)
         self._group_rom = None
         if gmult is not None:
-            self._group_rom = MemoryData(shape=signed(16), depth=out * len(groups),
+            self._group_rom = MemoryData(shape=signed(16), depth=banks * out * len(groups),
                                          init=[g for row in gmult for g in row])
         self._requant_rom = None
         if requant is not None:
             self._requant_rom = MemoryData(
                 shape=data.StructLayout({"m": unsigned(15), "shift_minus_one": unsigned(6)}),
-                depth=out, init=[{"m": mm, "shift_minus_one": s - 1}
+                depth=banks * out, init=[{"m": mm, "shift_minus_one": s - 1}
                                  for mm, s in zip(M, shift, strict=True)])
             o_shape = data.ArrayLayout(signed(out_bits), out)
         else:
             o_shape = signed(self._acc_bits)
 
-        super().__init__({
+        members = {
             "i": In(stream.Signature(data.ArrayLayout(signed(8), n))),
             "o": Out(stream.Signature(o_shape)),
-        })
+        }
+        if banks > 1:
+            members["bank"] = In(range(banks))
+        super().__init__(members)
 
     @staticmethod
     def _check_weights(weights, lo, hi):
@@ -209,7 +236,7 @@ class MatVec(wiring.Component):
         return rows
 
     @staticmethod
-    def _check_group_mult(group_mult, out, n_groups):
+    def _check_group_mult(group_mult, out, banks, n_groups):
         if isinstance(group_mult, (str, bytes)):
             raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}")
         try:
@@ -217,15 +244,17 @@ class MatVec(wiring.Component):
         except TypeError:
             raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}"
                             ) from None
-        if len(rows) != out:
-            raise ValueError(f"group_mult must have {out} rows (one per output), not {len(rows)}")
+        if len(rows) != banks * out:
+            per = "one per output" if banks == 1 else f"one per output of each of {banks} banks"
+            raise ValueError(f"group_mult must have {banks * out} rows ({per}), not {len(rows)}")
         return tuple(_check_int_list(f"group_mult[{o}]", row, -GROUP_MULT_MAX, GROUP_MULT_MAX,
                                     length=n_groups)
                      for o, row in enumerate(rows))
 
     @property
     def weights(self):
-        """The weight matrix as a tuple of row tuples."""
+        """The weight matrices of all banks, stacked, as a tuple of ``banks * out_features`` row
+        tuples."""
         return self._weights
 
     @property
@@ -234,7 +263,13 @@ class MatVec(wiring.Component):
 
     @property
     def out_features(self):
+        """Rows of one bank: outputs per input vector."""
         return self._out
+
+    @property
+    def banks(self):
+        """Parameter sets stacked in the ROMs (1: no ``bank`` port)."""
+        return self._banks
 
     @property
     def lanes(self):
@@ -252,7 +287,7 @@ class MatVec(wiring.Component):
 
     @property
     def group_mult(self):
-        """Group multipliers as a tuple of row tuples, or ``None``."""
+        """Group multipliers of all banks, stacked, as a tuple of row tuples, or ``None``."""
         return self._group_mult
 
     @property
@@ -262,7 +297,8 @@ class MatVec(wiring.Component):
 
     @property
     def requant(self):
-        """``(M, shift, out_bits)`` as tuples, or ``None`` (raw accumulators)."""
+        """``(M, shift, out_bits)``, ``M`` and ``shift`` as tuples of all banks' rows, or
+        ``None`` (raw accumulators)."""
         return self._requant
 
     @property
@@ -284,12 +320,13 @@ class MatVec(wiring.Component):
 
     @property
     def rom(self):
-        """The weight ROM (:class:`amaranth.lib.memory.MemoryData`)."""
+        """The weight ROM of all banks (:class:`amaranth.lib.memory.MemoryData`)."""
         return self._rom
 
     @property
     def group_rom(self):
-        """The group-multiplier ROM (``signed(16)``, word ``o * n_groups + j``), or ``None``."""
+        """The group-multiplier ROM (``signed(16)``, word ``o * n_groups + j`` of a bank), or
+        ``None``."""
         return self._group_rom
 
     @property
@@ -299,9 +336,9 @@ class MatVec(wiring.Component):
 
     @property
     def rom_bits(self):
-        """Total ROM size in bits: ``out_features * chunks * lanes * bits`` (padding included),
-        ``+ 16 * out_features * n_groups`` with groups, ``+ 21 * out_features`` with
-        ``requant``."""
+        """Total ROM size in bits: ``banks * out_features * chunks * lanes * bits`` (padding
+        included), ``+ 16 * banks * out_features * n_groups`` with groups,
+        ``+ 21 * banks * out_features`` with ``requant``."""
         total = self._rom.depth * self._lanes * self._bits
         if self._group_rom is not None:
             total += self._group_rom.depth * 16
@@ -311,7 +348,7 @@ class MatVec(wiring.Component):
 
     @property
     def cycles_per_vector(self):
-        """Cycles between consecutive input vectors when ``o`` is never stalled."""
+        """Cycles between consecutive input vectors when ``o`` is never stalled (any banks)."""
         return self._out * self._chunks
 
     @property
@@ -326,6 +363,18 @@ class MatVec(wiring.Component):
         grouped = self._group_rom is not None
         requant = self._requant is not None
 
+        def bank_base(name, words_per_bank):
+            """First address of the selected bank in a ROM: a constant table on ``bank``, read
+            only when a vector starts (later addresses come from absolute counters)."""
+            if self._banks == 1:
+                return 0
+            base = Signal(range(self._banks * words_per_bank), name=name)
+            with m.Switch(self.bank):
+                for b in range(self._banks):
+                    with m.Case(b) if b < self._banks - 1 else m.Default():
+                        m.d.comb += base.eq(b * words_per_bank)
+            return base
+
         m.submodules.rom = rom = Memory(data=self._rom)
         rd = rom.read_port(domain="sync")
         if grouped:
@@ -336,7 +385,7 @@ class MatVec(wiring.Component):
         busy = Signal()                     # `x` holds a vector whose ROM words are not all used
 
         # Stage 0: address sequencer. `issuing` means words of the current vector remain after
-        # the one addressed now; a new vector starts at word 0 in its transfer cycle.
+        # the one addressed now; a new vector starts at its bank's word 0 in its transfer cycle.
         issuing = Signal()
         # At least one bit each: Yosys writes a zero-width wire as `[-1:0]`, which is two bits.
         next_addr = Signal(range(max(2, self._rom.depth)))
@@ -346,7 +395,7 @@ class MatVec(wiring.Component):
         chunk = Signal.like(next_chunk)
         row = Signal.like(next_row)
         m.d.comb += [
-            addr.eq(Mux(issuing, next_addr, 0)),
+            addr.eq(Mux(issuing, next_addr, bank_base("rom_base", rows * chunks))),
             chunk.eq(Mux(issuing, next_chunk, 0)),
             row.eq(Mux(issuing, next_row, 0)),
         ]
@@ -389,12 +438,14 @@ class MatVec(wiring.Component):
                 next_addr.eq(addr + 1),
                 next_chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1)),
                 next_row.eq(Mux(chunk == chunks - 1, row + 1, row)),
-                issuing.eq(addr != self._rom.depth - 1),
+                # The vector's last word: chunk and row are relative to the bank, addr is not.
+                issuing.eq(~((chunk == chunks - 1) & (row == rows - 1))),
             ]
         if grouped:
             next_gaddr = Signal(range(max(2, self._group_rom.depth)))
             gaddr = Signal.like(next_gaddr)
-            m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, 0)),
+            gbase = bank_base("group_rom_base", rows * self.n_groups)
+            m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, gbase)),
                          rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
             with m.If(issue):
                 m.d.sync += next_gaddr.eq(gaddr + group_last)
@@ -410,6 +461,19 @@ class MatVec(wiring.Component):
                 s1_group_first.eq(group_first),
                 s1_group_last.eq(group_last),
             ]
+
+        # The requantization ROM's row: the bank's row `row` (with banks, an absolute counter
+        # beside `row`, so that `bank` is not needed after the input transfer).
+        s1_qrow = s1_row
+        if requant and self._banks > 1:
+            next_qrow = Signal(range(self._requant_rom.depth))
+            qrow = Signal.like(next_qrow)
+            s1_qrow = Signal.like(next_qrow)
+            m.d.comb += qrow.eq(Mux(issuing, next_qrow, bank_base("requant_rom_base", rows)))
+            with m.If(issue):
+                m.d.sync += next_qrow.eq(Mux(chunk == chunks - 1, qrow + 1, qrow))
+            with m.If(~stall):
+                m.d.sync += s1_qrow.eq(qrow)
 
         with m.If(s1_valid & s1_final & ~stall):
             m.d.sync += busy.eq(0)
@@ -456,7 +520,7 @@ class MatVec(wiring.Component):
         # Stage 2: the row's sum and its (M, shift - 1), read by row index from the third ROM.
         m.submodules.requant_rom = requant_rom = Memory(data=self._requant_rom)
         rd_q = requant_rom.read_port(domain="sync")
-        m.d.comb += [rd_q.addr.eq(s1_row), rd_q.en.eq(~stall)]
+        m.d.comb += [rd_q.addr.eq(s1_qrow), rd_q.en.eq(~stall)]
         s2_valid, s2_final = Signal(), Signal()
         s2_acc = Signal(signed(self._acc_bits))
         # Stage 3: the product acc * M, registered so the multiplier and the barrel shifter

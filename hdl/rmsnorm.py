@@ -10,8 +10,10 @@ from .vector_unit import (
     Sequencer,
     VectorUnit,
     adder_tree,
+    bank_select,
     check_int,
     check_int_list,
+    check_per_bank,
     collect_slots,
     rshift_round_var,
     saturate,
@@ -35,23 +37,35 @@ class RMSNorm(VectorUnit):
     Parameters
     ----------
     gain : list of int
-        ``G``, one int16 per element (``d = len(gain)`` elements, any ``d >= 1``). A ROM with one
-        word of ``lanes`` gains per cycle.
-    shift : int
-        ``S`` in ``-15..64`` (the quantizer refuses ``S < -15``, which keeps the shift ``>= 1``).
-    eps_int : int
-        ``1 <= eps_int < 2^40``.
+        ``G``, one int16 per element, stacked for all banks: ``banks * d`` entries, bank ``b``'s
+        ``d`` gains at ``b * d`` (any ``d >= 1``). One ROM with one word of ``lanes`` gains per
+        cycle; bank ``b``'s ``ceil(d / lanes)`` words follow bank ``b - 1``'s.
+    shift : int or list of int
+        ``S`` in ``-15..64`` (the quantizer refuses ``S < -15``, which keeps the shift ``>= 1``):
+        one for all banks or one per bank.
+    eps_int : int or list of int
+        ``1 <= eps_int < 2^40``: one for all banks or one per bank.
     rsqrt_table : list of int
-        The 768 ``RSQRT`` entries, 16-bit unsigned. A ROM read once per vector.
+        The 768 ``RSQRT`` entries, 16-bit unsigned, shared by all banks. A ROM read once per
+        vector.
     lanes : int
         Elements per cycle, ``1..d``: ``lanes`` squarers in the sum, ``lanes`` ``x * R * G``
         products and barrel shifters in the scaling pass.
+    banks : int
+        Parameter banks (layers sharing this datapath), ``>= 1``. With ``banks > 1`` the shift
+        ``20 + e/2 + S`` is put together in the normalizing cycle when the banks' ``S`` differ
+        (still one barrel shifter per lane), and ``eps_int`` comes from a small mux when they
+        differ.
 
     Members
     -------
     i : ``In(stream.Signature(ArrayLayout(signed(16), d)))``
         Latched on transfer.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), d)))``
+    bank : ``In(range(banks))``, only when ``banks > 1``
+        The bank whose ``G``, ``S`` and ``eps_int`` the vector uses; held stable from the input
+        transfer until the output transfer: read from the input-transfer cycle until the result is
+        offered, not latched (so while a result waits, ``bank`` may already be the next vector's).
 
     Timing
     ------
@@ -62,32 +76,65 @@ class RMSNorm(VectorUnit):
     PASSES = 2
     EXTRA_CYCLES = 2
 
-    def __init__(self, *, gain, shift, eps_int, rsqrt_table, lanes):
+    def __init__(self, *, gain, shift, eps_int, rsqrt_table, lanes, banks=1):
+        self._banks = banks = check_int("banks", banks, 1, None)
         self._gain = check_int_list("gain", gain, -2 ** 15, 2 ** 15 - 1)
-        self._d = d = len(self._gain)
-        self._shift = check_int("shift", shift, -15, 64)
-        self._eps = check_int("eps_int", eps_int, 1, 2 ** 40 - 1)
+        if len(self._gain) % banks:
+            raise ValueError(f"gain must have banks * d entries, a multiple of {banks}, "
+                             f"not {len(self._gain)}")
+        self._d = d = len(self._gain) // banks
+        self._shifts = check_per_bank("shift", shift, -15, 64, banks)
+        self._epss = check_per_bank("eps_int", eps_int, 1, 2 ** 40 - 1, banks)
+        self._shift = self._shifts[0] if banks == 1 else self._shifts
+        self._eps = self._epss[0] if banks == 1 else self._epss
         self._table = check_int_list("rsqrt_table", rsqrt_table, 0, 2 ** 16 - 1,
                                      length=RSQRT_ENTRIES)
         self._lanes = check_int("lanes", lanes, 1, d)
         self._plan = plan = LanePlan(segments=1, length=d, lanes=self._lanes)
-        words = [[self._gain[p[1]] if (p := plan.place(s, lane)) else 0
-                  for lane in range(plan.lanes)] for s in range(plan.slots)]
+        words = [[self._gain[b * d + p[1]] if (p := plan.place(s, lane)) else 0
+                  for lane in range(plan.lanes)] for b in range(banks) for s in range(plan.slots)]
         self._gain_rom = MemoryData(shape=data.ArrayLayout(signed(16), plan.lanes),
-                                    depth=plan.slots, init=words)
+                                    depth=banks * plan.slots, init=words)
         self._rsqrt_rom = MemoryData(shape=unsigned(16), depth=RSQRT_ENTRIES, init=self._table)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(data.ArrayLayout(signed(16), d))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(8), d))),
-        })
+        }
+        if banks > 1:
+            members["bank"] = In(range(banks))
+        super().__init__(members)
 
     @property
     def d(self):
+        """Elements per vector (per bank)."""
         return self._d
 
     @property
+    def banks(self):
+        return self._banks
+
+    @property
+    def gain(self):
+        """All banks' gains, stacked (``banks * d`` ints)."""
+        return self._gain
+
+    @property
+    def shift(self):
+        """``S``: an int with one bank, a tuple of ``banks`` ints otherwise."""
+        return self._shift
+
+    @property
+    def eps_int(self):
+        """An int with one bank, a tuple of ``banks`` ints otherwise."""
+        return self._eps
+
+    @property
+    def rsqrt_table(self):
+        return self._table
+
+    @property
     def gain_rom(self):
-        """Gains, one word of ``lanes`` per cycle (:class:`MemoryData`)."""
+        """Gains, one word of ``lanes`` per cycle, bank after bank (:class:`MemoryData`)."""
         return self._gain_rom
 
     @property
@@ -96,8 +143,8 @@ class RMSNorm(VectorUnit):
 
     @property
     def sum_bits(self):
-        """Width of the unsigned sum of squares ``u``: ``bit_length(d * 2^30 + eps_int)``."""
-        return (self._d * 2 ** 30 + self._eps).bit_length()
+        """Width of the unsigned sum of squares ``u``: ``bit_length(d * 2^30 + max(eps_int))``."""
+        return (self._d * 2 ** 30 + max(self._epss)).bit_length()
 
     def elaborate(self, platform):
         m = Module()
@@ -114,9 +161,10 @@ class RMSNorm(VectorUnit):
         xs = slot_registers(m, plan, signed(16), lambda p: self.i.payload[p[1]], name="x",
                             load=seq.start, shift=summing | scaling, rotate=True)
 
+        bank = self.bank if self._banks > 1 else None
         u = Signal(unsigned(self.sum_bits))
         with m.If(seq.start):
-            m.d.sync += u.eq(self._eps)
+            m.d.sync += u.eq(bank_select(m, bank, self._epss, unsigned(40), name="eps"))
         with m.Elif(summing):
             m.d.sync += u.eq(u + adder_tree(xs[0][lane] * xs[0][lane]
                                             for lane in range(plan.lanes)))
@@ -130,9 +178,6 @@ class RMSNorm(VectorUnit):
         m.d.comb += e8.eq(length - 2 + length[0])
         mant = Signal(10)
         m.d.comb += mant.eq((u << 8) >> e8)
-        e8_reg = Signal.like(e8)
-        with m.If(normalizing):
-            m.d.sync += e8_reg.eq(e8)
 
         m.submodules.rsqrt = rsqrt = Memory(data=self._rsqrt_rom)
         r_port = rsqrt.read_port()
@@ -141,15 +186,29 @@ class RMSNorm(VectorUnit):
         m.submodules.gain = gain = Memory(data=self._gain_rom)
         g_port = gain.read_port()
         # Slot c is read one cycle before it is used; no read past the last slot.
-        m.d.comb += [g_port.addr.eq(seq.count - slots),
+        addr = seq.count - slots
+        if bank is not None:
+            addr = bank * slots + addr
+        m.d.comb += [g_port.addr.eq(addr),
                      g_port.en.eq(normalizing | (scaling & (seq.count < 2 * slots)))]
 
-        # Shift - 1 = 20 + e/2 + S - 1 = (15 + S) + (e + 8)/2: a constant then a variable part.
+        # Shift - 1 = 20 + e/2 + S - 1 = (15 + S) + (e + 8)/2: a constant then a variable part,
+        # or, when the banks' S differ, all of it variable (added up while normalizing).
+        fixed = bank_select(m, bank, [15 + s for s in self._shifts], range(80), name="fixed")
+        if isinstance(fixed, int):
+            e8_reg = Signal.like(e8)
+            with m.If(normalizing):
+                m.d.sync += e8_reg.eq(e8)
+            variable = e8_reg >> 1
+        else:
+            variable = Signal(range(80 + self.sum_bits // 2), name="shift_m1")
+            with m.If(normalizing):
+                m.d.sync += variable.eq(fixed + (e8 >> 1))
+            fixed = 0
         results = []
         for lane in range(plan.lanes):
             product = xs[0][lane] * r_port.data * g_port.data[lane]
-            results.append(saturate(rshift_round_var(product >> (15 + self._shift),
-                                                     e8_reg >> 1), 8))
+            results.append(saturate(rshift_round_var(product >> fixed, variable), 8))
         out = collect_slots(m, plan, signed(8), results, name="y", shift=scaling)
         for s in range(slots):
             for lane in range(plan.lanes):

@@ -1,6 +1,6 @@
 """SwiGLU activation: ``hid = requant(SILU[gate + 128] * up, M_h, s_h, 8)`` over int8 vectors."""
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
@@ -9,10 +9,13 @@ from .vector_unit import (
     LanePlan,
     Sequencer,
     VectorUnit,
+    bank_select,
     check_int,
     check_int_list,
+    check_per_bank,
     collect_slots,
     rshift_round_const,
+    rshift_round_var,
     saturate,
     slot_registers,
 )
@@ -29,11 +32,17 @@ class SwiGLU(VectorUnit):
     n : int
         Vector length (the FFN hidden size), ``>= 1``.
     silu_table : list of int
-        The layer's 256-entry ``SILU`` table, int8 values; a ROM with one read port per lane.
-    M, s : int
-        The requantization multiplier ``M`` in ``0..2^15-1`` and shift ``s`` in ``1..62``.
+        The 256-entry ``SILU`` tables of all banks, stacked (``banks * 256`` int8 values, bank
+        ``b``'s at ``b * 256``); one ROM with one read port per lane, addressed by
+        ``{bank, gate + 128}``.
+    M, s : int or list of int
+        The requantization multiplier ``M`` in ``0..2^15-1`` and shift ``s`` in ``1..62``: one
+        for all banks or one per bank (when the banks' values differ, ``M`` comes from a small
+        mux and ``s`` becomes a run-time shift).
     lanes : int
         Elements per cycle, ``1..n``.
+    banks : int
+        Parameter banks (layers sharing this datapath), ``>= 1``.
 
     Members
     -------
@@ -41,6 +50,10 @@ class SwiGLU(VectorUnit):
     "up": ArrayLayout(signed(8), n)})))``
         Both matmul outputs in one transfer; latched on transfer.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), n)))``
+    bank : ``In(range(banks))``, only when ``banks > 1``
+        The bank whose table, ``M`` and ``s`` the vector uses; held stable from the input
+        transfer until the output transfer: read from the input-transfer cycle until the result is
+        offered, not latched (so while a result waits, ``bank`` may already be the next vector's).
 
     Timing
     ------
@@ -50,31 +63,53 @@ class SwiGLU(VectorUnit):
     """
     EXTRA_CYCLES = 2
 
-    def __init__(self, *, n, silu_table, M, s, lanes):
+    def __init__(self, *, n, silu_table, M, s, lanes, banks=1):
+        self._banks = banks = check_int("banks", banks, 1, None)
         self._n = check_int("n", n, 1, None)
-        self._table = check_int_list("silu_table", silu_table, -128, 127, length=256)
-        self._M = check_int("M", M, 0, 2 ** 15 - 1)
-        self._s = check_int("s", s, 1, 62)
+        self._table = check_int_list("silu_table", silu_table, -128, 127, length=banks * 256)
+        self._Ms = check_per_bank("M", M, 0, 2 ** 15 - 1, banks)
+        self._ss = check_per_bank("s", s, 1, 62, banks)
+        self._M = self._Ms[0] if banks == 1 else self._Ms
+        self._s = self._ss[0] if banks == 1 else self._ss
         self._lanes = check_int("lanes", lanes, 1, self._n)
         self._plan = LanePlan(segments=1, length=self._n, lanes=self._lanes)
-        self._rom = MemoryData(shape=signed(8), depth=256, init=self._table)
+        self._rom = MemoryData(shape=signed(8), depth=banks * 256, init=self._table)
         vec = data.ArrayLayout(signed(8), self._n)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(data.StructLayout({"gate": vec, "up": vec}))),
             "o": Out(stream.Signature(vec)),
-        })
+        }
+        if banks > 1:
+            members["bank"] = In(range(banks))
+        super().__init__(members)
 
     @property
     def n(self):
         return self._n
 
     @property
+    def banks(self):
+        return self._banks
+
+    @property
     def silu_table(self):
+        """All banks' tables, stacked (``banks * 256`` ints)."""
         return self._table
 
     @property
+    def M(self):
+        """An int with one bank, a tuple of ``banks`` ints otherwise."""
+        return self._M
+
+    @property
+    def s(self):
+        """An int with one bank, a tuple of ``banks`` ints otherwise."""
+        return self._s
+
+    @property
     def rom(self):
-        """The SILU table (:class:`MemoryData`), inspectable before elaboration."""
+        """The SILU tables, bank after bank (:class:`MemoryData`), inspectable before
+        elaboration."""
         return self._rom
 
     def elaborate(self, platform):
@@ -91,15 +126,22 @@ class SwiGLU(VectorUnit):
         ups = slot_registers(m, plan, signed(8), lambda p: self.i.payload.up[p[1]], name="up",
                              load=seq.start, shift=issue)
 
+        bank = self.bank if self._banks > 1 else None
+        M = bank_select(m, bank, self._Ms, unsigned(15), name="M")
+        s_m1 = bank_select(m, bank, [s - 1 for s in self._ss], range(62), name="s_m1")
         m.submodules.silu = rom = Memory(data=self._rom)
         results = []
         for lane in range(plan.lanes):
             port = rom.read_port()
             up = Signal(signed(8), name=f"up_lane{lane}")      # aligned with the table read
-            m.d.comb += port.addr.eq(gates[0][lane].as_unsigned() ^ 0x80)   # gate + 128
+            addr = gates[0][lane].as_unsigned() ^ 0x80          # gate + 128
+            m.d.comb += port.addr.eq(addr if bank is None else Cat(addr, bank))
             m.d.sync += up.eq(ups[0][lane])
-            product = port.data * up * self._M
-            results.append(saturate(rshift_round_const(product, self._s), 8))
+            product = port.data * up * M
+            if isinstance(s_m1, int):
+                results.append(saturate(rshift_round_const(product, s_m1 + 1), 8))
+            else:
+                results.append(saturate(rshift_round_var(product, s_m1), 8))
         out = collect_slots(m, plan, signed(8), results, name="hid", shift=finish)
         for s in range(plan.slots):
             for lane in range(plan.lanes):

@@ -14,7 +14,7 @@ from amaranth.lib import data, wiring
 
 __all__ = ["check_int", "check_int_list", "saturate", "rshift_round_const", "rshift_round_var",
            "adder_tree", "LanePlan", "Sequencer", "slot_registers", "collect_slots",
-           "VectorUnit"]
+           "VectorUnit", "check_per_bank", "bank_select"]
 
 
 def check_int(name, value, lo, hi):
@@ -45,6 +45,27 @@ def check_int_list(name, values, lo, hi, *, length=None):
     if not items:
         raise ValueError(f"{name} must not be empty")
     return tuple(check_int(f"{name}[{k}]", v, lo, hi) for k, v in enumerate(items))
+
+
+def check_per_bank(name, value, lo, hi, banks):
+    """A per-bank scalar: one int in ``lo..hi`` shared by all ``banks`` banks, or a sequence of
+    exactly ``banks`` such ints; returned as a tuple of ``banks`` ints either way."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return (check_int(name, value, lo, hi),) * banks
+    return check_int_list(name, value, lo, hi, length=banks)
+
+
+def bank_select(m, bank, values, shape, *, name):
+    """``values[bank]``: the plain ``int`` when every bank has the same value (no hardware, and
+    ``bank`` may be ``None``), otherwise a combinational ``shape`` signal from a small mux."""
+    if len(set(values)) == 1:
+        return values[0]
+    selected = Signal(shape, name=name)
+    with m.Switch(bank):
+        for b, value in enumerate(values):
+            with m.Case(b):
+                m.d.comb += selected.eq(value)
+    return selected
 
 
 def saturate(value, bits):

@@ -8,6 +8,7 @@ import pytest
 from amaranth import signed, unsigned
 from amaranth.hdl import Fragment
 from amaranth.lib import data
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,8 @@ def make(n_heads, n_kv_heads, head_dim, context, lanes, ratio=0.5):
 
 
 def simulate(dut, items, *, pauses=(0.0, 0.0), seed=0):
-    """Send ``items`` (dicts q, k, v, pos) and collect one output per position below context.
+    """Send ``items`` (dicts q, k, v, pos; and bank when ``dut.banks > 1``) and collect one output
+    per position below context. ``bank`` is set with each input and held until its output.
 
     Returns ``(outputs, trace)``; ``trace`` holds one tuple ``(i_valid, i_ready, o_valid, o_ready,
     error)`` per clock edge, as sampled at that edge.
@@ -45,7 +47,16 @@ def simulate(dut, items, *, pauses=(0.0, 0.0), seed=0):
 
     async def producer(ctx):
         for item in items:
-            await stream_put(ctx, dut.i, item, pause=put_pause)
+            if dut.banks == 1:
+                await stream_put(ctx, dut.i, item, pause=put_pause)
+                continue
+            ctx.set(dut.bank, item["bank"])
+            await stream_put(ctx, dut.i, {key: item[key] for key in ("q", "k", "v", "pos")},
+                             pause=put_pause)
+            while item["pos"] < dut.context:        # hold `bank` until the output transfer
+                _, _, valid, ready = await ctx.tick().sample(dut.o.valid, dut.o.ready)
+                if valid and ready:
+                    break
 
     async def consumer(ctx):
         for _ in range(n_out):
@@ -71,19 +82,24 @@ def simulate(dut, items, *, pauses=(0.0, 0.0), seed=0):
     return outputs, trace
 
 
-def golden(dut, items):
-    """The expected outputs, keeping a cache the way the spec says (rows 0..p are read)."""
+def golden(dut, items, *, shared_cache=False):
+    """The expected outputs, keeping a cache the way the spec says (rows 0..p are read): one per
+    bank, each bank with its own ``(M_att, s_att)`` (``shared_cache``: one cache for all banks,
+    what a unit whose banks interfered would compute)."""
     width = dut.n_kv_heads * dut.head_dim
-    k_cache = np.zeros((dut.context, width), np.int64)
-    v_cache = np.zeros((dut.context, width), np.int64)
+    k_cache = np.zeros((dut.banks, dut.context, width), np.int64)
+    v_cache = np.zeros((dut.banks, dut.context, width), np.int64)
+    M_att, s_att = ((dut.M_att,), (dut.s_att,)) if dut.banks == 1 else (dut.M_att, dut.s_att)
     expected = []
     for item in items:
-        p = item["pos"]
+        p, b = item["pos"], item.get("bank", 0)
         if p >= dut.context:
             continue
-        k_cache[p], v_cache[p] = item["k"], item["v"]
-        expected.append(g.attention(item["q"], k_cache[:p + 1], v_cache[:p + 1], dut.n_heads,
-                                    dut.n_kv_heads, dut.M_att, dut.s_att, TABLE).tolist())
+        cache = 0 if shared_cache else b
+        k_cache[cache, p], v_cache[cache, p] = item["k"], item["v"]
+        expected.append(g.attention(item["q"], k_cache[cache, :p + 1], v_cache[cache, :p + 1],
+                                    dut.n_heads, dut.n_kv_heads, M_att[b], s_att[b],
+                                    TABLE).tolist())
     return expected
 
 
@@ -302,8 +318,87 @@ GOOD = dict(n_heads=4, n_kv_heads=2, head_dim=6, context=9, M_att=20000, s_att=2
     ({"exp2_table": [32767] * 256}, ValueError, "exp2_table[0] must be 32768, not 32767"),
     ({"lanes": 7}, ValueError, "lanes must be an integer in 1..6, not 7"),
     ({"lanes": 0}, ValueError, "lanes must be an integer in 1..6, not 0"),
+    ({"banks": 0}, ValueError, "banks must be an integer >= 1, not 0"),
+    ({"banks": True}, TypeError, "banks must be an integer >= 1, not True"),
+    ({"banks": 3, "M_att": [1, 2]}, ValueError, "M_att must have 3 entries, not 2"),
+    ({"banks": 2, "s_att": [20, 20, 20]}, ValueError, "s_att must have 2 entries, not 3"),
+    ({"M_att": [1, 2]}, ValueError, "M_att must have 1 entries, not 2"),
+    ({"banks": 2, "M_att": [1, 1 << 15]}, ValueError,
+     "M_att[1] must be an integer in 0..32767, not 32768"),
+    ({"banks": 2, "s_att": [5, True]}, TypeError, "s_att[1] must be an integer in 0..62, not True"),
+    ({"banks": 2, "s_att": "ab"}, TypeError, "s_att must be an integer in 0..62, not 'ab'"),
 ])
 def test_parameter_errors(change, exc, msg):
     with pytest.raises(exc) as info:
         Attention(**{**GOOD, **change})
     assert str(info.value) == msg
+
+
+def make_banked(n_heads, n_kv_heads, head_dim, context, lanes, *, M_att, s_att):
+    dut = Attention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, context=context,
+                    M_att=M_att, s_att=s_att, exp2_table=TABLE, lanes=lanes, banks=len(M_att))
+    Fragment.get(dut, None)
+    return dut
+
+
+def banked_items(dut, rng, banks_and_positions):
+    return [{**random_items(dut, rng, [p])[0], "bank": b} for b, p in banks_and_positions]
+
+
+# Per-bank softmax multipliers: ratio 0.3, 1.7 and (M, s) = (3, 0), an unshifted one.
+BANK_M, BANK_S = zip(g.multiplier(0.3), g.multiplier(1.7), (3, 0), strict=True)
+
+
+def test_banks_signature_and_sizes():
+    dut = make_banked(4, 2, 6, 5, 4, M_att=BANK_M, s_att=BANK_S)
+    one = make(4, 2, 6, 5, 4)
+    assert dut.signature.members["bank"] == In(range(3))
+    assert "bank" not in one.signature.members
+    assert dut.signature.members["i"] == one.signature.members["i"]
+    assert dut.signature.members["o"] == one.signature.members["o"]
+    assert dut.banks == 3 and one.banks == 1
+    assert dut.M_att == BANK_M and dut.s_att == BANK_S
+    assert dut.kv_cache_bits == 3 * one.kv_cache_bits == 3 * 2 * 5 * 2 * 6 * 8
+    assert dut.scratch_bits == one.scratch_bits
+    assert [dut.cycles(p) for p in range(5)] == [one.cycles(p) for p in range(5)]
+    m = dut.elaborate(None)
+    assert m.submodules.k_mem.depth == m.submodules.v_mem.depth == 15
+    assert m.submodules.score_mem.depth == 5 and m.submodules.exp2_rom.depth == 256
+    Fragment.get(m, None)
+    # One int stands for all banks; a one-entry list with banks=1 is the plain unit.
+    same = Attention(**{**GOOD, "banks": 2, "M_att": 77, "s_att": [0, 9]})
+    assert same.M_att == (77, 77) and same.s_att == (0, 9)
+    single = Attention(**{**GOOD, "M_att": [77], "s_att": (9,)})
+    assert single.M_att == 77 and single.s_att == 9 and "bank" not in single.signature.members
+
+
+@pytest.mark.parametrize("M_att,s_att", [
+    (BANK_M[:2], BANK_S[:2]),       # both muxed by bank
+    ((16000, 16000), (0, 14)),      # constant multiplier, run-time shift
+    ((9000, 30000), (15, 15)),      # run-time multiplier, constant shift
+    ((20000, 20000), (14, 14)),     # both constant: only the caches are banked
+])
+def test_banks_alternating_caches_do_not_interfere(M_att, s_att):
+    # bank 0 pos 0, bank 1 pos 0, bank 0 pos 1, ...: each output reads only its own bank's rows.
+    dut = make_banked(2, 1, 5, 4, 3, M_att=M_att, s_att=s_att)
+    rng = np.random.default_rng(21)
+    items = banked_items(dut, rng, [(b, p) for p in range(4) for b in range(2)])
+    outputs = check(dut, items)
+    assert outputs != golden(dut, items, shared_cache=True)
+
+
+@pytest.mark.parametrize("pauses", PAUSES[::3])
+def test_banks_interleaved(pauses):
+    dut = make_banked(4, 2, 6, 5, 4, M_att=BANK_M, s_att=BANK_S)
+    rng = np.random.default_rng(5)
+    order = [1, 0, 2, 1, 1, 0, 2, 2, 1, 0, 2, 1, 0]
+    next_pos = [0, 0, 0]
+    plan = []
+    for b in order:
+        plan.append((b, next_pos[b]))
+        next_pos[b] += 1
+    # A refused position for bank 2, then bank 0 restarts a sequence while bank 1 carries on.
+    plan += [(2, 5), (0, 0), (1, next_pos[1]), (0, 1), (2, next_pos[2])]
+    items = banked_items(dut, rng, plan)
+    outputs = check(dut, items, pauses=pauses, seed=4)
+    assert outputs != golden(dut, items, shared_cache=True)

@@ -18,6 +18,7 @@ from hardwire.hdl.stream_sim import (
     stream_check,
     stream_get_all,
     stream_monitor,
+    stream_put,
     stream_put_all,
     watchdog,
 )
@@ -33,9 +34,13 @@ def random_matrix(rng, rows, cols):
     return [[rng.randint(-128, 127) for _ in range(cols)] for _ in range(rows)]
 
 
-def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0):
+def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
     """Push ``vectors`` through ``dut``; returns (accumulators per vector, input transfer
-    cycles, output transfer cycles). ``stream_check`` watches the output protocol."""
+    cycles, output transfer cycles). ``stream_check`` watches the output protocol.
+
+    ``banks``: the ``bank`` of each vector, set before it is offered and changed to the next
+    vector's right after its transfer (and to another bank after the last one), so a unit that
+    read ``bank`` after the input transfer would compute with the wrong one."""
     rng = random.Random(seed)
     put_pause = random_pauses(rng, idle) if idle else None
     get_pause = random_pauses(rng, stall) if stall else None
@@ -46,7 +51,13 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0):
     results, ins, outs, done = [], [], [], []
 
     async def producer(ctx):
-        await stream_put_all(ctx, dut.i, vectors, pause=put_pause)
+        if banks is None:
+            await stream_put_all(ctx, dut.i, vectors, pause=put_pause)
+            return
+        for vector, bank in zip(vectors, banks, strict=True):
+            ctx.set(dut.bank, bank)
+            await stream_put(ctx, dut.i, vector, pause=put_pause)
+        ctx.set(dut.bank, (banks[-1] + 1) % dut.banks)
 
     async def consumer(ctx):
         got = await stream_get_all(ctx, dut.o, count, pause=get_pause)
@@ -468,6 +479,136 @@ def test_requant_properties_and_roms():
 ])
 def test_format_construction_errors(kwargs, error, message):
     args = {"weights": [[1] * 7, [2] * 7], "lanes": 3, **kwargs}
+    with pytest.raises(error) as info:
+        MatVec(**args)
+    assert str(info.value) == message
+
+
+# --- parameter banks: one datapath, `banks` stacked parameter sets, `bank` per vector ---
+
+BANK_ORDER = [1, 0, 2, 1, 2, 0]
+
+
+def split(values, banks):
+    """``values`` (stacked) cut into ``banks`` equal parts, or ``None``."""
+    if values is None:
+        return [None] * banks
+    per = len(values) // banks
+    return [list(values[b * per:(b + 1) * per]) for b in range(banks)]
+
+
+def check_banked(weights, vectors, order, *, lanes, banks, bits=8, group_size=None,
+                 group_mult=None, requant=None, **pauses):
+    """Simulate a banked unit and compare each vector with ``golden`` on its bank's parameters
+    alone (the reference of the unbanked tests)."""
+    dut = MatVec(weights=weights, lanes=lanes, bits=bits, group_size=group_size,
+                 group_mult=group_mult, requant=requant, banks=banks)
+    got, ins, outs = simulate(dut, vectors, banks=order, **pauses)
+    ws, gms = split(weights, banks), split(group_mult, banks)
+    if requant is None:
+        rqs = [None] * banks
+    else:
+        rqs = [(m, s, requant[2])
+               for m, s in zip(split(requant[0], banks), split(requant[1], banks), strict=True)]
+    want = [golden(ws[b], [x], gms[b], group_size, rqs[b])[0]
+            for x, b in zip(vectors, order, strict=True)]
+    assert got == want
+    return dut, ins, outs
+
+
+def random_banked(rng, banks, rows, cols, bits, group_size=None, requant_bits=None):
+    weights, gm = random_format(rng, banks * rows, cols, bits, group_size)
+    rq = None
+    if requant_bits is not None:
+        raw = golden(weights, [[127] * cols], gm, group_size, None)[0]
+        peak = max(abs(v) for v in raw) or 1
+        rq = (*constants(rng, banks * rows, 2 ** (requant_bits - 1) / peak), requant_bits)
+    return weights, gm, rq
+
+
+@pytest.mark.parametrize(("bits", "group_size", "lanes", "requant_bits"),
+                         [(8, None, 3, None), (4, 4, 2, None), (2, None, 11, 8),
+                          (5, 3, 3, 16), (8, None, 1, 8)])
+def test_banks_timing_back_to_back(bits, group_size, lanes, requant_bits):
+    # Back-to-back vectors of different banks keep the unbanked timing exactly.
+    rng = random.Random(bits * 100 + lanes)
+    banks, rows, cols = 3, 3, 11
+    weights, gm, rq = random_banked(rng, banks, rows, cols, bits, group_size, requant_bits)
+    dut, ins, outs = check_banked(weights, random_vectors(rng, 4, cols), BANK_ORDER,
+                                  lanes=lanes, banks=banks, bits=bits, group_size=group_size,
+                                  group_mult=gm, requant=rq)
+    single = MatVec(weights=weights[:rows], lanes=lanes, bits=bits, group_size=group_size,
+                    group_mult=None if gm is None else gm[:rows],
+                    requant=None if rq is None else (rq[0][:rows], rq[1][:rows], rq[2]))
+    assert (dut.out_features, dut.chunks) == (rows, single.chunks)
+    assert (dut.cycles_per_vector, dut.latency) == (single.cycles_per_vector, single.latency)
+    count = len(BANK_ORDER)
+    assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == [
+        dut.cycles_per_vector] * (count - 1)
+    last = [k if rq else (k + 1) * rows - 1 for k in range(count)]
+    assert [outs[last[k]] - ins[k] for k in range(count)] == [dut.latency] * count
+
+
+@pytest.mark.parametrize(("idle", "stall"), [(0.5, 0.0), (0.0, 0.6), (0.5, 0.5)])
+@pytest.mark.parametrize(("bits", "group_size", "lanes", "requant_bits"),
+                         [(4, 3, 2, 8), (8, None, 5, None), (2, 5, 5, None)])
+def test_banks_pauses_on_both_streams(idle, stall, bits, group_size, lanes, requant_bits):
+    rng = random.Random(lanes * 10 + bits)
+    weights, gm, rq = random_banked(rng, 2, 4, 10, bits, group_size, requant_bits)
+    order = [1, 0, 0, 1, 1, 0]
+    check_banked(weights, random_vectors(rng, 4, 10), order, lanes=lanes, banks=2, bits=bits,
+                 group_size=group_size, group_mult=gm, requant=rq, idle=idle, stall=stall,
+                 seed=lanes)
+
+
+def test_banks_single_row_single_word():
+    # One row of one chunk per bank: every word is a bank's first and last.
+    weights = [[3], [-7], [5]]
+    check_banked(weights, [[v] for v in (9, -128, 127, 1, 0, -5)], BANK_ORDER, lanes=1,
+                 banks=3, bits=4)
+    check_banked(weights, [[v] for v in (9, -128, 127, 1, 0, -5)], BANK_ORDER, lanes=1,
+                 banks=3, bits=4, requant=([100, 200, 300], [2, 3, 4], 8), stall=0.5)
+
+
+def test_banks_roms_are_the_separate_roms_stacked():
+    rng = random.Random(11)
+    banks, rows, cols = 3, 2, 5
+    weights, gm, rq = random_banked(rng, banks, rows, cols, 4, 2, 16)
+    dut = MatVec(weights=weights, lanes=2, bits=4, group_size=2, group_mult=gm, requant=rq,
+                 banks=banks)
+    parts = [MatVec(weights=weights[b * rows:(b + 1) * rows], lanes=2, bits=4, group_size=2,
+                    group_mult=gm[b * rows:(b + 1) * rows],
+                    requant=(rq[0][b * rows:(b + 1) * rows], rq[1][b * rows:(b + 1) * rows], 16))
+             for b in range(banks)]
+    assert dut.signature.members["bank"] == In(range(banks))
+    assert "bank" not in parts[0].signature.members
+    assert (dut.banks, dut.out_features, dut.in_features, parts[0].banks) == (3, 2, 5, 1)
+    assert dut.weights == tuple(tuple(row) for row in weights)
+    assert dut.group_mult == tuple(tuple(row) for row in gm)
+    assert dut.requant == (tuple(rq[0]), tuple(rq[1]), 16)
+    assert dut.rom_bits == sum(p.rom_bits for p in parts)
+    for name in ("rom", "group_rom", "requant_rom"):
+        rom = getattr(dut, name)
+        stacked = [word for p in parts for word in getattr(p, name).init]
+        assert rom.depth == len(stacked)
+        assert list(rom.init) == stacked
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"banks": 0}, ValueError, "banks must be an integer >= 1, not 0"),
+    ({"banks": True}, TypeError, "banks must be an integer >= 1, not True"),
+    ({"banks": 2.0}, TypeError, "banks must be an integer >= 1, not 2.0"),
+    ({"banks": 3}, ValueError, "weights must have a multiple of banks = 3 rows, not 4"),
+    ({"banks": 2, "group_size": 3, "group_mult": [[1] * 3] * 2}, ValueError,
+     "group_mult must have 4 rows (one per output of each of 2 banks), not 2"),
+    ({"banks": 2, "requant": ([1] * 2, [1] * 4, 8)}, ValueError,
+     "requant M must have 4 entries, not 2"),
+    ({"banks": 4, "requant": ([1] * 4, [1] * 5, 8)}, ValueError,
+     "requant shift must have 4 entries, not 5"),
+])
+def test_banks_construction_errors(kwargs, error, message):
+    args = {"weights": [[1] * 7, [2] * 7, [3] * 7, [4] * 7], "lanes": 3, **kwargs}
     with pytest.raises(error) as info:
         MatVec(**args)
     assert str(info.value) == message

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
 
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -98,5 +99,61 @@ def test_timing_and_roms():
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"gain": [1, 2], "shift": 0, "eps_int": 1, "rsqrt_table": TABLE, "lanes": 1} | kwargs
+    with pytest.raises(exc, match=f"^{msg}$"):
+        RMSNorm(**args)
+
+
+ORDER = [1, 0, 2, 1, 1, 2, 0]
+
+
+@pytest.mark.parametrize("banks,d,lanes,same_shift", [(2, 5, 2, False), (3, 13, 4, False),
+                                                      (3, 9, 9, True), (3, 1, 1, False)])
+@pytest.mark.parametrize("pauses", [(0.0, 0.0), (0.4, 0.4)])
+def test_banks(banks, d, lanes, same_shift, pauses):
+    rng = np.random.default_rng(banks * 100 + d)
+    gain = rng.integers(-2**15, 2**15, banks * d).tolist()
+    shift = 5 if same_shift else [int(v) for v in rng.integers(-15, 25, banks)]
+    eps = [int(v) for v in rng.integers(1, 2**40, banks)] if same_shift else \
+        [int(v) for v in rng.integers(1, 5000, banks)]
+    dut = RMSNorm(gain=gain, shift=shift, eps_int=eps, rsqrt_table=TABLE, lanes=lanes,
+                  banks=banks)
+    order = [b % banks for b in ORDER]
+    vectors = realistic(rng, d, len(order))
+    got, ins, outs = run_unit(dut, vectors.tolist(), banks=order, pauses=pauses, seed=d)
+    shifts = [shift] * banks if same_shift else shift
+    for v, b, out in zip(vectors, order, got, strict=True):
+        assert out == g.rmsnorm(v, gain[b * d:(b + 1) * d], shifts[b], eps[b], TABLE).tolist()
+    if pauses == (0.0, 0.0):
+        assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * len(order)
+        assert np.diff(ins).tolist() == [dut.cycles_per_vector] * (len(order) - 1)
+        assert dut.latency == 2 * -(-d // lanes) + 2
+
+
+def test_banks_roms_and_properties():
+    dut = elaborate(RMSNorm(gain=list(range(10)), shift=[3, -2], eps_int=7, rsqrt_table=TABLE,
+                            lanes=3, banks=2))
+    assert dut.banks == 2 and dut.d == 5 and dut.gain == tuple(range(10))
+    assert dut.shift == (3, -2) and dut.eps_int == (7, 7) and dut.rsqrt_table == tuple(TABLE)
+    assert dut.gain_rom.depth == 4 and dut.latency == 2 * 2 + 2
+    assert [list(w) for w in dut.gain_rom.init] == [[0, 1, 2], [3, 4, 0], [5, 6, 7], [8, 9, 0]]
+    assert "bank" in dut.signature.members
+    one = RMSNorm(gain=[1, 2], shift=[4], eps_int=[9], rsqrt_table=TABLE, lanes=1)
+    assert one.banks == 1 and one.shift == 4 and one.eps_int == 9
+    assert "bank" not in one.signature.members
+
+
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    ({"banks": 0}, ValueError, "banks must be an integer >= 1, not 0"),
+    ({"banks": 2.0}, TypeError, "banks must be an integer >= 1, not 2.0"),
+    ({"gain": [1, 2, 3, 4, 5]}, ValueError,
+     r"gain must have banks \* d entries, a multiple of 2, not 5"),
+    ({"shift": [0, 1, 2]}, ValueError, "shift must have 2 entries, not 3"),
+    ({"shift": [0, -16]}, ValueError, r"shift\[1\] must be an integer in -15..64, not -16"),
+    ({"eps_int": [1]}, ValueError, "eps_int must have 2 entries, not 1"),
+    ({"eps_int": "12"}, TypeError, "eps_int must be an integer in 1..1099511627775, not '12'"),
+])
+def test_banks_parameter_errors(kwargs, exc, msg):
+    args = {"gain": [1, 2, 3, 4], "shift": 0, "eps_int": 1, "rsqrt_table": TABLE, "lanes": 1,
+            "banks": 2} | kwargs
     with pytest.raises(exc, match=f"^{msg}$"):
         RMSNorm(**args)

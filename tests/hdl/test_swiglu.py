@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
 
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -85,5 +86,57 @@ def test_timing_and_rom():
 ])
 def test_parameter_errors(kwargs, exc, msg):
     args = {"n": 4, "silu_table": [0] * 256, "M": 1 << 14, "s": 20, "lanes": 1} | kwargs
+    with pytest.raises(exc, match=f"^{msg}$"):
+        SwiGLU(**args)
+
+
+@pytest.mark.parametrize("banks,n,lanes,shared", [(2, 5, 2, ""), (3, 13, 4, ""),
+                                                  (3, 9, 9, "M"), (3, 6, 3, "s"), (2, 1, 1, "")])
+@pytest.mark.parametrize("pauses", [(0.0, 0.0), (0.4, 0.4)])
+def test_banks(banks, n, lanes, shared, pauses):
+    rng = np.random.default_rng(banks * 100 + n)
+    tables = [g.silu_table(float(rng.uniform(0.01, 1.0))).tolist() for _ in range(banks)]
+    Ms = [int(v) for v in rng.integers(0, 2**15, banks)]
+    ss = [int(v) for v in rng.integers(10, 26, banks)]
+    if shared == "M":
+        Ms = [Ms[0]] * banks
+    if shared == "s":
+        ss = [ss[0]] * banks
+    dut = SwiGLU(n=n, silu_table=sum(tables, []), M=Ms[0] if shared == "M" else Ms,
+                 s=ss[0] if shared == "s" else ss, lanes=lanes, banks=banks)
+    order = [b % banks for b in [1, 0, 2, 1, 1, 2, 0]]
+    gates, ups = rng.integers(-128, 128, (2, len(order), n))
+    payloads = [{"gate": a.tolist(), "up": u.tolist()} for a, u in zip(gates, ups, strict=True)]
+    got, ins, outs = run_unit(dut, payloads, banks=order, pauses=pauses, seed=n)
+    for a, u, b, out in zip(gates, ups, order, got, strict=True):
+        assert out == g.swiglu(a, u, tables[b], Ms[b], ss[b]).tolist()
+    if pauses == (0.0, 0.0):
+        assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * len(order)
+        assert np.diff(ins).tolist() == [dut.cycles_per_vector] * (len(order) - 1)
+        assert dut.latency == -(-n // lanes) + 2
+
+
+def test_banks_rom_and_properties():
+    table = [(k * 7) % 256 - 128 for k in range(3 * 256)]
+    dut = elaborate(SwiGLU(n=4, silu_table=table, M=[1, 2, 3], s=20, lanes=2, banks=3))
+    assert dut.banks == 3 and dut.silu_table == tuple(table)
+    assert dut.M == (1, 2, 3) and dut.s == (20, 20, 20)
+    assert dut.rom.depth == 768 and list(dut.rom.init) == table
+    assert dut.latency == dut.cycles_per_vector == 2 + 2 and "bank" in dut.signature.members
+    one = SwiGLU(n=4, silu_table=table[:256], M=[5], s=[7], lanes=2)
+    assert one.banks == 1 and one.M == 5 and one.s == 7 and "bank" not in one.signature.members
+
+
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    ({"banks": 0}, ValueError, "banks must be an integer >= 1, not 0"),
+    ({"banks": None}, TypeError, "banks must be an integer >= 1, not None"),
+    ({"silu_table": [0] * 256}, ValueError, "silu_table must have 512 entries, not 256"),
+    ({"M": [1, 2, 3]}, ValueError, "M must have 2 entries, not 3"),
+    ({"M": [1, 2 ** 15]}, ValueError, r"M\[1\] must be an integer in 0..32767, not 32768"),
+    ({"s": [20]}, ValueError, "s must have 2 entries, not 1"),
+    ({"s": [20, 0]}, ValueError, r"s\[1\] must be an integer in 1..62, not 0"),
+])
+def test_banks_parameter_errors(kwargs, exc, msg):
+    args = {"n": 4, "silu_table": [0] * 512, "M": 1 << 14, "s": 20, "lanes": 1, "banks": 2} | kwargs
     with pytest.raises(exc, match=f"^{msg}$"):
         SwiGLU(**args)

@@ -24,8 +24,11 @@ def elaborate(dut):
     return dut
 
 
-def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list):
+def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list, banks=None):
     """Push ``payloads`` through ``dut.i``, read as many results from ``dut.o``.
+
+    With ``banks`` (one bank per payload), ``dut.bank`` is ``banks[k]`` from when result
+    ``k - 1`` is offered (the earliest vector ``k`` can be taken) until result ``k`` has left.
 
     Returns ``(results, in_cycles, out_cycles)``: ``convert``-ed outputs and the cycle of every
     transfer on ``i`` and ``o`` (one time base), so tests can check latency and throughput.
@@ -49,11 +52,21 @@ def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list):
         results.extend(convert(v) for v in
                        await stream_get_all(ctx, dut.o, len(payloads), pause=get_pause))
 
+    async def bank_driver(ctx):
+        left = 0
+        ctx.set(dut.bank, banks[0])
+        while left < len(banks):
+            _, _, valid, ready = await ctx.tick().sample(dut.o.valid, dut.o.ready)
+            left += bool(valid and ready)
+            ctx.set(dut.bank, banks[min(left + ctx.get(dut.o.valid), len(banks) - 1)])
+
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_process(monitor_in)
     sim.add_process(monitor_out)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
+    if banks is not None:
+        sim.add_testbench(bank_driver)
     sim.run()
     return results, [c for c, _ in ins], [c for c, _ in outs]

@@ -41,7 +41,8 @@ CMOS_TRANSISTORS = {"$_BUF_": 1, "$_NOT_": 2, "$_AND_": 6, "$_NAND_": 4, "$_OR_"
                     "$_ANDNOT_": 6, "$_ORNOT_": 6, "$_XOR_": 12, "$_XNOR_": 12, "$_AOI3_": 6,
                     "$_OAI3_": 6, "$_AOI4_": 8, "$_OAI4_": 8, "$_MUX_": 12, "$_NMUX_": 10,
                     "$_DFF_P_": 16, "$_DFF_N_": 16}
-# ROMs whose contents do not come from the manifest's weight tensors (memory path suffixes).
+# ROMs whose contents do not come from the manifest's weight tensors (memory path suffixes,
+# a copy number aside: SwiGLU holds its table as silu0, silu1, ...).
 FUNCTION_TABLES = ("exp2_rom", "rsqrt", "silu", "rope.table")
 _TIMEOUT_S = 6 * 3600
 
@@ -118,7 +119,7 @@ def parse_memories(rtlil):
     for mem in out:
         name = mem["name"]
         kind = ("sram" if mem["WR_PORTS"] else
-                "table" if name.endswith(FUNCTION_TABLES) else "weights")
+                "table" if name.rstrip("0123456789").endswith(FUNCTION_TABLES) else "weights")
         memories.append({"name": name, "kind": kind, "words": mem["SIZE"],
                          "width": mem["WIDTH"], "bits": mem["SIZE"] * mem["WIDTH"],
                          "read_ports": mem["RD_PORTS"], "write_ports": mem["WR_PORTS"]})

@@ -22,6 +22,8 @@ from .vector_unit import (
 
 __all__ = ["SwiGLU"]
 
+READ_PORTS_PER_COPY = 2
+
 
 class SwiGLU(VectorUnit):
     """SwiGLU product of ``docs/numerics.md``: ``out[k] = sat_8(rshift_round(SILU[gate[k] + 128]
@@ -33,8 +35,8 @@ class SwiGLU(VectorUnit):
         Vector length (the FFN hidden size), ``>= 1``.
     silu_table : list of int
         The 256-entry ``SILU`` tables of all banks, stacked (``banks * 256`` int8 values, bank
-        ``b``'s at ``b * 256``); one ROM with one read port per lane, addressed by
-        ``{bank, gate + 128}``.
+        ``b``'s at ``b * 256``), addressed by ``{bank, gate + 128}``; ``ceil(lanes / 2)``
+        copies of that ROM with two read ports each (one per lane).
     M, s : int or list of int
         The requantization multiplier ``M`` in ``0..2^15-1`` and shift ``s`` in ``1..62``: one
         for all banks or one per bank (when the banks' values differ, ``M`` comes from a small
@@ -129,10 +131,16 @@ class SwiGLU(VectorUnit):
         bank = self.bank if self._banks > 1 else None
         M = bank_select(m, bank, self._Ms, unsigned(15), name="M")
         s_m1 = bank_select(m, bank, [s - 1 for s in self._ss], range(62), name="s_m1")
-        m.submodules.silu = rom = Memory(data=self._rom)
+        # A copy of the table per two lanes: a block RAM has two read ports, and Yosys's
+        # memory_libmap runs out of memory on one memory with a read port per lane.
+        copies = []
+        for k in range(-(-plan.lanes // READ_PORTS_PER_COPY)):
+            copies.append(Memory(shape=self._rom.shape, depth=self._rom.depth,
+                                 init=self._rom.init))
+            m.submodules[f"silu{k}"] = copies[-1]
         results = []
         for lane in range(plan.lanes):
-            port = rom.read_port()
+            port = copies[lane // READ_PORTS_PER_COPY].read_port()
             up = Signal(signed(8), name=f"up_lane{lane}")      # aligned with the table read
             addr = gates[0][lane].as_unsigned() ^ 0x80          # gate + 128
             m.d.comb += port.addr.eq(addr if bank is None else Cat(addr, bank))

@@ -151,7 +151,9 @@ def test_parse_memories():
         "    parameter \\WIDTH 32'00000000000000000000000000000011",
         "    parameter \\RD_PORTS 1", "    parameter \\WR_PORTS 1", "  end",
         "  cell $mem_v2 \\embed.table", "    parameter \\SIZE 2", "    parameter \\WIDTH 5",
-        "    parameter \\RD_PORTS 1", "    parameter \\WR_PORTS 0", "  end", "end"])
+        "    parameter \\RD_PORTS 1", "    parameter \\WR_PORTS 0", "  end",
+        "  cell $mem_v2 \\a.swiglu.silu12", "    parameter \\SIZE 256", "    parameter \\WIDTH 8",
+        "    parameter \\RD_PORTS 2", "    parameter \\WR_PORTS 0", "  end", "end"])
     mems = {m["name"]: (m["kind"], m["bits"]) for m in parse_memories(text)}
     assert mems == {"a.rope.table": ("table", 32), "a.k_mem": ("sram", 48),
-                    "embed.table": ("weights", 10)}
+                    "embed.table": ("weights", 10), "a.swiglu.silu12": ("table", 2048)}

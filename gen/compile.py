@@ -40,7 +40,7 @@ from .hardware import HardwareConfig, decoder_params
 
 __all__ = ["TOP", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
            "load_options", "rom_style", "max_lanes",
-           "check_lanes", "inputs_hash", "macs_per_token", "compile_model"]
+           "check_lanes", "resolve_lanes", "inputs_hash", "macs_per_token", "compile_model"]
 
 TOP = "hardwire_top"
 WEIGHT_OPTIONS = ("int8", "int4", "ternary", "keep")
@@ -67,13 +67,14 @@ class CompileOptions:
     lanes: int = 8
     context: int | None = None
     rom_style: str = "auto"
+    vector_lanes: int | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
 
 
 _TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
-          "context": (int, type(None)), "rom_style": (str,)}
+          "context": (int, type(None)), "rom_style": (str,), "vector_lanes": (int, type(None))}
 
 
 def _check_option(key, value, where):
@@ -83,7 +84,8 @@ def _check_option(key, value, where):
     ok = isinstance(value, _TYPES[key]) and not isinstance(value, bool)
     if not ok:
         want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
-                "context": "an integer or null", "rom_style": "a string"}[key]
+                "context": "an integer or null", "rom_style": "a string",
+                "vector_lanes": "an integer or null"}[key]
         raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
     if key == "weights" and value not in WEIGHT_OPTIONS:
         raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
@@ -91,15 +93,16 @@ def _check_option(key, value, where):
     if key == "rom_style" and value not in ROM_STYLES:
         raise ConfigError(f"{where}: rom_style must be one of {', '.join(ROM_STYLES)}, "
                           f"not {value!r}")
-    if key in ("group_size", "lanes", "context") and value is not None and value < 1:
+    if key in ("group_size", "lanes", "context", "vector_lanes") and value is not None \
+            and value < 1:
         raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
 
 
 def load_options(path=None, **overrides):
     """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
-    ``weights``, ``group_size``, ``lanes``, ``context``, ``rom_style``), then ``overrides``
-    whose value is not ``None`` on top. Raises :class:`ConfigError` naming the file and key for
-    an unreadable file, an unknown key or a value of the wrong type."""
+    ``weights``, ``group_size``, ``lanes``, ``vector_lanes``, ``context``, ``rom_style``), then
+    ``overrides`` whose value is not ``None`` on top. Raises :class:`ConfigError` naming the
+    file and key for an unreadable file, an unknown key or a value of the wrong type."""
     import yaml
 
     values = {}
@@ -154,6 +157,14 @@ def check_lanes(qm, lanes):
                           f"widest unit has {top} elements; more lanes would idle), "
                           f"not {lanes!r}")
     return operator.index(lanes)
+
+
+def resolve_lanes(qm, options):
+    """``options`` with ``lanes`` checked (:func:`check_lanes`) and ``vector_lanes`` ``None``
+    replaced by ``lanes``: the form :func:`inputs_hash` and the manifest take, so that equal
+    hardware has one identity."""
+    lanes = check_lanes(qm, options.lanes)
+    return dataclasses.replace(options, lanes=lanes, vector_lanes=options.vector_lanes or lanes)
 
 
 def _feed(h, value):
@@ -292,8 +303,10 @@ def compile_model(qm, options, out_dir, *, source_hash):
 
     if not isinstance(options, CompileOptions):
         raise ConfigError(f"options must be CompileOptions, not {options!r}")
-    lanes = check_lanes(qm, options.lanes)
-    config = HardwareConfig(lanes=lanes, context=options.context)
+    options = resolve_lanes(qm, options)
+    lanes = options.lanes
+    config = HardwareConfig(lanes=lanes, context=options.context,
+                            vector_lanes=options.vector_lanes)
     decoder = Decoder(params=decoder_params(qm, config))
     style = rom_style(qm, options)
     if style == "files":
@@ -318,8 +331,7 @@ def compile_model(qm, options, out_dir, *, source_hash):
         "cycles_per_token": _cycles(qm, decoder, lanes),
         "tools": _versions(),
         "source_hash": source_hash,
-        "inputs_sha256": inputs_hash(qm, CompileOptions(**{**options.as_dict(),
-                                                           "lanes": lanes})),
+        "inputs_sha256": inputs_hash(qm, options),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

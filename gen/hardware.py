@@ -48,8 +48,13 @@ def _positive(name, value, *, optional=False):
 class HardwareConfig:
     """How a decoder is built.
 
-    ``lanes``: multiply–accumulates (or elements) per cycle of every unit, clipped per unit to
-    what it can use (:func:`unit_lanes`); ``context``: KV cache depth, ``None`` for the
+    ``lanes``: multiply–accumulates per cycle of the matrix and attention units, and elements
+    per cycle of the others, clipped per unit to what it can use (:func:`unit_lanes`);
+    ``vector_lanes``: elements per cycle of the element-wise units (RMSNorm, RoPE, SwiGLU,
+    residual add, embedding, argmax, the attention's output stage) when they should have fewer
+    than ``lanes`` (``None``: the
+    same as ``lanes``). They take a few percent of the cycles but most of the multipliers, so
+    fewer lanes there cost little time and much area; ``context``: KV cache depth, ``None`` for the
     quantized model's own ``context`` (it may be smaller, never larger: the RoPE tables stop
     there).
 
@@ -58,9 +63,12 @@ class HardwareConfig:
     """
     lanes: int
     context: int | None = None
+    vector_lanes: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "lanes", _positive("lanes", self.lanes))
+        object.__setattr__(self, "vector_lanes",
+                           _positive("vector_lanes", self.vector_lanes, optional=True))
         object.__setattr__(self, "context", _positive("context", self.context, optional=True))
 
 
@@ -176,6 +184,7 @@ def decoder_params(qm, config):
     if not isinstance(config, HardwareConfig):
         raise ConfigError(f"config must be a HardwareConfig, not {config!r}")
     spec, lanes = qm.spec, config.lanes
+    vlanes = config.vector_lanes or lanes
     context = check_context(spec, config.context, quantized_context=qm.context)
     check_bounds(qm, context)
     half = spec.head_dim // 2
@@ -187,28 +196,29 @@ def decoder_params(qm, config):
                                   f"{getattr(layer, k).out_bits}")
         rope_heads = spec.n_heads + spec.n_kv_heads
         layers.append({
-            "attn_norm": _norm(layer.attn_norm, lanes),
+            "attn_norm": _norm(layer.attn_norm, vlanes),
             "qkv": _linear(f"layers.{i}.wq|wk|wv", (layer.wq, layer.wk, layer.wv), lanes),
             "rope": {"n_heads": rope_heads, "pairing": spec.rope_pairing,
-                     "lanes": unit_lanes(lanes, rope_heads * half, segment=half)},
+                     "lanes": unit_lanes(vlanes, rope_heads * half, segment=half)},
             "attention": {"n_heads": spec.n_heads, "n_kv_heads": spec.n_kv_heads,
                           "head_dim": spec.head_dim, "M_att": int(layer.M_att),
-                          "s_att": int(layer.s_att), "lanes": unit_lanes(lanes, spec.head_dim)},
+                          "s_att": int(layer.s_att), "lanes": unit_lanes(lanes, spec.head_dim),
+                          "out_lanes": unit_lanes(vlanes, spec.head_dim)},
             "wo": _linear(f"layers.{i}.wo", (layer.wo,), lanes),
-            "residual": {"lanes": unit_lanes(lanes, spec.dim)},
-            "ffn_norm": _norm(layer.ffn_norm, lanes),
+            "residual": {"lanes": unit_lanes(vlanes, spec.dim)},
+            "ffn_norm": _norm(layer.ffn_norm, vlanes),
             "w13": _linear(f"layers.{i}.w1|w3", (layer.w1, layer.w3), lanes),
             "swiglu": {"silu_table": _ints(layer.silu), "M": int(layer.M_h), "s": int(layer.s_h),
-                       "lanes": unit_lanes(lanes, spec.ffn_dim)},
+                       "lanes": unit_lanes(vlanes, spec.ffn_dim)},
             "w2": _linear(f"layers.{i}.w2", (layer.w2,), lanes),
         })
     embed = qm.embed
     if embed.group_mult is not None:
         g = embed.group_size
         n_groups = embed.group_mult.shape[1]
-        embed_lanes = unit_lanes(lanes, n_groups * g, segment=g)
+        embed_lanes = unit_lanes(vlanes, n_groups * g, segment=g)
     else:
-        embed_lanes = unit_lanes(lanes, spec.dim)
+        embed_lanes = unit_lanes(vlanes, spec.dim)
     return {
         "vocab": spec.vocab_size,
         "dim": spec.dim,
@@ -223,7 +233,7 @@ def decoder_params(qm, config):
                   "group_size": None if embed.group_mult is None else embed.group_size,
                   "lanes": embed_lanes},
         "layers": tuple(layers),
-        "norm": _norm(qm.norm, lanes),
+        "norm": _norm(qm.norm, vlanes),
         "head": _linear("head", (qm.head,), lanes),
-        "argmax": {"lanes": unit_lanes(lanes, spec.vocab_size)},
+        "argmax": {"lanes": unit_lanes(vlanes, spec.vocab_size)},
     }

@@ -16,7 +16,7 @@ RECIP_SHIFT = 40            # r = floor(2^40 / P)
 RECIP_BITS = RECIP_SHIFT - EXP_ONE_BITS + 1     # P >= 2^15, so r <= 2^25 has 26 bits
 DIVIDE_CYCLES = RECIP_BITS  # restoring divider: one quotient bit a cycle
 # From the last weighted-sum issue to the post unit being free again: 2 pipeline stages, the
-# divider, then ceil(head_dim / lanes) output cycles (see `Attention.cycles`).
+# divider, then ceil(head_dim / out_lanes) output cycles (see `Attention.cycles`).
 _POST_FIXED = 3 + DIVIDE_CYCLES
 
 
@@ -67,6 +67,10 @@ class Attention(wiring.Component):
         ``EXP2``; entries in ``0..2^15`` and ``EXP2[0] == 2^15`` (so ``2^15 <= P``).
     lanes : int
         Multiply-accumulates a cycle in each pass, ``1..head_dim``.
+    out_lanes : int or None
+        Outputs ``sat_8(rshift_round(acc * r, 40))`` formed a cycle, ``1..head_dim`` (default
+        ``lanes``). Each is a ~31 x 26-bit product (a dozen 18 x 18 DSP blocks), and the output
+        stage runs beside the next head's score pass, so it can be narrower than the MACs.
     banks : int
         Layers served, ``>= 1`` (default 1: no ``bank`` port).
 
@@ -85,16 +89,17 @@ class Attention(wiring.Component):
 
     Timing
     ------
-    ``i.ready`` is high only while idle. With ``S = (p + 1) * C`` the output is valid
-    :meth:`cycles` ``(p) = 2 S + (n_heads - 1) (S + max(S, 29 + C)) + 30 + C`` clock edges after
-    the edge that accepted the input (29 + C: two pipeline stages, a gap cycle, the 26-cycle
-    divider and C output cycles); the next input is accepted at the edge after the output
+    ``i.ready`` is high only while idle. With ``S = (p + 1) * C`` and ``C_o = ceil(head_dim /
+    out_lanes)`` the output is valid :meth:`cycles` ``(p) = 2 S + (n_heads - 1) (S + max(S, 29 +
+    C_o)) + 30 + C_o`` clock edges after the edge that accepted the input (29 + C_o: two
+    pipeline stages, a gap cycle, the 26-cycle divider and C_o output cycles); the next input is
+    accepted at the edge after the output
     transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head. The same for every
     ``banks``.
     """
 
     def __init__(self, *, n_heads, n_kv_heads, head_dim, context, M_att, s_att, exp2_table,
-                 lanes, banks=1):
+                 lanes, out_lanes=None, banks=1):
         self._banks = check_int("banks", banks, 1, None)
         self._n_heads = check_int("n_heads", n_heads, 1, None)
         self._n_kv_heads = check_int("n_kv_heads", n_kv_heads, 1, None)
@@ -111,6 +116,8 @@ class Attention(wiring.Component):
             raise ValueError(f"exp2_table[0] must be {1 << EXP_ONE_BITS}, not {table[0]!r}")
         self._exp2_table = table
         self._lanes = check_int("lanes", lanes, 1, self._head_dim)
+        self._out_lanes = (self._lanes if out_lanes is None
+                           else check_int("out_lanes", out_lanes, 1, self._head_dim))
 
         self._in_layout = data.StructLayout({
             "q": data.ArrayLayout(signed(8), self._n_heads * self._head_dim),
@@ -137,11 +144,17 @@ class Attention(wiring.Component):
     s_att = property(lambda self: self._s_atts[0] if self._banks == 1 else self._s_atts)
     exp2_table = property(lambda self: self._exp2_table)
     lanes = property(lambda self: self._lanes)
+    out_lanes = property(lambda self: self._out_lanes)
 
     @property
     def chunks(self):
         """``C = ceil(head_dim / lanes)``: cycles per position and pass."""
         return -(-self._head_dim // self._lanes)
+
+    @property
+    def out_chunks(self):
+        """``C_o = ceil(head_dim / out_lanes)``: output cycles per head."""
+        return -(-self._head_dim // self._out_lanes)
 
     @property
     def score_width(self):
@@ -173,7 +186,7 @@ class Attention(wiring.Component):
         position = check_int("position", position, 0, self._context - 1)
         C = self.chunks
         S = (position + 1) * C
-        post = _POST_FIXED + C
+        post = _POST_FIXED + self.out_chunks
         return 2 * S + (self._n_heads - 1) * (S + max(S, post)) + post + 1
 
     def elaborate(self, platform):
@@ -371,7 +384,8 @@ class Attention(wiring.Component):
         # P >= 2^15, so the quotient bits above 2^25 are 0 and the remainder after them is 2^14.
         rem = Signal(self.sum_width + 1)
         quo = Signal(RECIP_BITS)
-        count = Signal(range(max(DIVIDE_CYCLES, C)))
+        Lo, Co = self._out_lanes, self.out_chunks
+        count = Signal(range(max(DIVIDE_CYCLES, Co)))
         post_h = Signal.like(h)
         rem2 = rem << 1
         with m.FSM(name="post"):
@@ -391,20 +405,20 @@ class Attention(wiring.Component):
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
                 m.d.comb += post_busy.eq(1)
-                for lane in range(L):
-                    acc_elem = Array(acc[cc * L + lane] if cc * L + lane < hd
-                                     else Const(0, signed(self.acc_width)) for cc in range(C))
+                for lane in range(Lo):
+                    acc_elem = Array(acc[cc * Lo + lane] if cc * Lo + lane < hd
+                                     else Const(0, signed(self.acc_width)) for cc in range(Co))
                     rounded = (acc_elem[count] * quo + (1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT
                     value = Signal(signed(8), name=f"out_lane{lane}")
                     m.d.comb += value.eq(Mux(rounded > 127, 127,
                                              Mux(rounded < -128, -128, rounded)))
                     for hh in range(H):
-                        for cc in range(C):
-                            if cc * L + lane < hd:
+                        for cc in range(Co):
+                            if cc * Lo + lane < hd:
                                 with m.If((post_h == hh) & (count == cc)):
-                                    m.d.sync += out[hh * hd + cc * L + lane].eq(value)
+                                    m.d.sync += out[hh * hd + cc * Lo + lane].eq(value)
                 m.d.sync += count.eq(count + 1)
-                with m.If(count == C - 1):
+                with m.If(count == Co - 1):
                     m.d.sync += count.eq(0)
                     m.next = "IDLE"
         return m

@@ -27,6 +27,70 @@ def _spread(s):
     return f"{_f(s['median'], digits)} ({_f(s['min'], digits)}–{_f(s['max'], digits)})"
 
 
+def _cell(text, width=100):
+    line = str(text).splitlines()[0] if text else ""
+    return (line if len(line) <= width else line[:width - 1] + "…").replace("|", "\\|")
+
+
+def _resource(r):
+    used = f"{r['used']:,}" + ("" if r["available"] is None else f" / {r['available']:,}")
+    return f"**{used} (over by {r['over']:,})**" if r["over"] else used
+
+
+def _three(values, digits=0):
+    return " / ".join(_f(float(values[k]), digits) for k in ("pos0", "mean", "last")) \
+        if values else "-"
+
+
+def _fpga_markdown(record):
+    from .fpga import best_point
+    f = record["fpga"]
+    clock = "the oscillator" if f["clock_mhz"] is None else f"{f['clock_mhz']:g} MHz"
+    title = [f"## FPGA ({f['board']}{', ' + f['device'] if f.get('device') else ''}; clock "
+             f"{clock})", ""]
+    if "skipped" in f:
+        return [*title, f"Skipped: {f['skipped']}", ""]
+    points = f["points"]
+    labels = next((([r["resource"] for r in p["resources"]]) for p in points
+                   if "resources" in p), [])
+    rows = []
+    for p in points:
+        if "error" in p:
+            rows.append([p["lanes"], f"error: {_cell(p['error'])}",
+                         *["-"] * (len(labels) + 6)])
+            continue
+        times = p["times_s"]
+        rows.append([p["lanes"], "yes" if p["fits"] else "**no**",
+                     *(_resource(r) for r in p["resources"]),
+                     _f(p["fmax_mhz"], 1), "-" if p["fmax_mhz"] is None else str(p["met"]),
+                     _three(p["cycles_per_token"]), _three(p["tokens_per_s_at_fmax"]),
+                     _f(times.get("synthesis"), 0), _f(times.get("place_and_route"), 0)])
+    out = [*title, _table(["lanes", "fits", *labels, "Fmax MHz", "clock met",
+                           "cycles/token (pos 0 / mean / last)",
+                           "tokens/s per user at Fmax (pos 0 / mean / last)",
+                           "synthesis s", "place & route s"], rows), ""]
+    best = best_point(points)
+    if best is None:
+        return out
+    out += [f"Limits at lanes {best['lanes']}:", "", *(f"- {line}" for line in best["limits"]),
+            ""]
+    if record.get("peers", {}).get("runs"):
+        peers = record["peers"]
+        run = max(peers["runs"], key=lambda r: r["decode_tokens_per_s"]["median"])
+        theirs = run["decode_tokens_per_s"]["median"]
+        ours = best["tokens_per_s_at_fmax"]
+        name = f"hardwire on {f['board']}, lanes {best['lanes']} at Fmax {best['fmax_mhz']:.1f} MHz"
+        out += [f"### Against {peers['peer']} (tokens/s per user)", "", _table(
+            ["engine", "tokens/s per user", "× llama.cpp"],
+            [[f"{peers['peer']} {peers['version']} on this CPU ({run['threads']} thread"
+              f"{'s' if run['threads'] != 1 else ''}, {run['kv_cache']} KV cache, median)",
+              _f(float(theirs)), "1"],
+             [f"{name}, position 0", _f(float(ours["pos0"])), f"{ours['pos0'] / theirs:.3g}"],
+             [f"{name}, mean over the context", _f(float(ours["mean"])),
+              f"{ours['mean'] / theirs:.3g}"]]), ""]
+    return out
+
+
 def markdown(record):
     """The record as markdown: one table per section that ran, failures named."""
     m = record["machine"]
@@ -82,6 +146,8 @@ def markdown(record):
               f"{r['float_cross_entropy']:.4f}", f"{r['int_cross_entropy']:.4f}",
               f"{r['delta_nats']:+.4f}", f"{100 * r['top1_agreement']:.1f} %"]
              for r in record["quality"]]), ""]
+    if "fpga" in record:
+        out += _fpga_markdown(record)
     for section, message in record.get("failed", {}).items():
         out += [f"**{section} failed:** {message}", ""]
     return "\n".join(out)
@@ -133,6 +199,8 @@ def plots(record, stem):
         ax.set(xlabel="parameters", ylabel="seconds (MiB for memory)", title="tool scaling")
         ax.legend()
         save(fig, "scaling")
+    if any("resources" in p for p in record.get("fpga", {}).get("points", [])):
+        save(_fpga_plot(plt, record), "fpga-pareto")
     if record.get("engines"):
         names = list(record["engines"])
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -143,7 +211,47 @@ def plots(record, stem):
     return written
 
 
-SECTIONS = ("engines", "lanes", "peers", "scaling", "quality")
+def _fpga_plot(plt, record):
+    """Logic used against cycles per token at position 0 (labels: lanes), and tokens/s per user
+    at Fmax against lanes, with llama.cpp's beside them when the record has it."""
+    f = record["fpga"]
+    pts = [p for p in f["points"] if "resources" in p]
+    logic = pts[0]["resources"][0]["resource"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for fits, style, label in ((True, "o", "fits"), (False, "x", "does not fit")):
+        these = [p for p in pts if p["fits"] == fits]
+        if these:
+            left.loglog([p["resources"][0]["used"] for p in these],
+                        [p["cycles_per_token"]["pos0"] for p in these], style,
+                        color="C0" if fits else "C3", label=label)
+    for p in pts:
+        left.annotate(f" {p['lanes']}", (p["resources"][0]["used"], p["cycles_per_token"]["pos0"]))
+    available = pts[0]["resources"][0]["available"]
+    if available:
+        left.axvline(available, ls="--", color="grey", label=f"{logic} on the board")
+    left.set(xlabel=f"{logic} used (post-route)", ylabel="cycles per token at position 0",
+             title=f"{record['model']} on {f['board']}: area against speed (labels: lanes)")
+    left.legend()
+    built = [p for p in pts if p["tokens_per_s_at_fmax"]]
+    if built:
+        x = range(len(built))
+        for shift, key, label in ((-0.2, "pos0", "position 0"), (0.2, "mean", "mean over context")):
+            right.bar([i + shift for i in x], [p["tokens_per_s_at_fmax"][key] for p in built],
+                      width=0.4, label=label)
+        right.set_xticks(list(x), [str(p["lanes"]) for p in built])
+        if record.get("peers", {}).get("runs"):
+            best = max(r["decode_tokens_per_s"]["median"] for r in record["peers"]["runs"])
+            right.axhline(best, color="C3", ls="--", label=f"{record['peers']['peer']} (this CPU)")
+        right.set_yscale("log")
+        right.legend()
+    else:
+        right.text(0.5, 0.5, "no lane count fits", ha="center", transform=right.transAxes)
+    right.set(xlabel="lanes", ylabel="tokens/s per user at post-route Fmax",
+              title="speed at Fmax")
+    return fig
+
+
+SECTIONS = ("engines", "lanes", "peers", "scaling", "quality", "fpga")
 
 
 def write_record(record, out_dir):

@@ -3,11 +3,14 @@
 Sections (``--sections``, all by default): ``engines`` (float, golden and Verilator tokens/s),
 ``lanes`` (cycles per token measured on Verilator vs estimate vs ideal, with logic area, for
 lanes 1…max), ``peers`` (llama.cpp on the same model), ``scaling`` (compile, build, first token
-and memory against parameter count) and ``quality`` (the ``hardwire quality`` table). Writes
+and memory against parameter count), ``quality`` (the ``hardwire quality`` table) and ``fpga``
+(``hardwire fpga`` on ``--fpga-board`` for each of ``--fpga-lanes``: area, post-route Fmax and
+tokens/s per user at Fmax; skipped when the board's tools are missing). Writes
 ``OUT/<date>-<host>.json``, ``.md`` and plots; prints a table per section. A section that fails
 is recorded with its error and the others still run; the exit status is then 1.
 """
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -17,13 +20,15 @@ from ..errors import ConfigError, HardwireError
 from .common import add_model_argument, console, encode_prompt, load, print_json
 
 NAME = "bench"
-HELP = "benchmark engines, lanes, peers, tool scaling and quality; JSON, markdown and plots"
+HELP = ("benchmark engines, lanes, peers, tool scaling, quality and FPGA builds; JSON, markdown "
+        "and plots")
 
-SECTIONS = ("engines", "lanes", "peers", "scaling", "quality")
+SECTIONS = ("engines", "lanes", "peers", "scaling", "quality", "fpga")
 PROMPTS = ("In the beginning", "And God said", "Jesus wept")
 
 
 def add_arguments(parser):
+    from ..gen.boards import BOARDS
     add_model_argument(parser)
     parser.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
@@ -43,6 +48,12 @@ def add_arguments(parser):
                         help="seconds each size may take before the ladder stops (default 900)")
     parser.add_argument("--quality-tokens", type=int, default=None, metavar="N",
                         help="score at most N tokens of the held-out text (default: all)")
+    parser.add_argument("--fpga-board", default="ulx3s-85f", choices=sorted(BOARDS),
+                        help="board of the fpga section (default ulx3s-85f)")
+    parser.add_argument("--fpga-lanes", default="4,8,16", metavar="LIST",
+                        help="lane counts built for the board (default 4,8,16)")
+    parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
+                        help="design clock of the fpga builds (default: the board's oscillator)")
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="where designs and builds go (default: a temporary folder)")
     parser.add_argument("--cache", default=None, metavar="DIR",
@@ -93,12 +104,50 @@ def _sections(args, model, work):
         work / "scaling", sizes=sizes, timeout_s=args.scaling_budget,
         on_phase=lambda size, r: console.print(f"scaling {size}: {', '.join(r['phases'])}"))
     yield "quality", lambda: _quality(model, args.quality_tokens)
+    yield "fpga", lambda: _fpga(args, work)
 
 
 def _peers(model, prompts, args, work):
     from ..benchmarks.peers import llama_cpp_peer
     return llama_cpp_peer(model, prompts, args.new_tokens, gguf_path=work / "model.gguf",
                           repeats=args.repeats, threads=(1,))
+
+
+def _fpga(args, work):
+    from ..benchmarks.fpga import fpga_sweep
+    from ..gen.boards import board_named
+    from .fpga import DEFAULT_BAUD, compile_and_build
+
+    board = board_named(args.fpga_board)
+
+    def build(lanes, out):
+        # Exactly `hardwire fpga MODEL --board B --lanes N [--clock C]`, everything else default.
+        options = argparse.Namespace(
+            model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
+            group_size=None, lanes=lanes, context=None, rom_style=None,
+            clock=args.fpga_clock, baud=DEFAULT_BAUD, seed=1, debug=args.debug)
+        return compile_and_build(options, board, out)
+
+    section = fpga_sweep(build, board, _ints(args.fpga_lanes, "--fpga-lanes"), work,
+                         clock_mhz=args.fpga_clock, on_point=_print_fpga_point)
+    if "skipped" in section:
+        console.print(f"fpga: skipped, {section['skipped']}")
+    return section
+
+
+def _print_fpga_point(p):
+    if "error" in p:
+        line = f"error: {p['error'].splitlines()[0]}"
+    elif not p["fits"]:
+        line = "does not fit, over in " + ", ".join(f"{k} by {v:,}"
+                                                    for k, v in p["overshoot"].items())
+    else:
+        logic = p["resources"][0]
+        rate = p["tokens_per_s_at_fmax"]
+        line = (f"{logic['used']:,} {logic['resource']}, Fmax "
+                + (f"{p['fmax_mhz']:.1f} MHz, {rate['pos0']:,.0f} tokens/s at position 0"
+                   if rate else "unknown"))
+    console.print(f"fpga lanes {p['lanes']}: {line}")
 
 
 def _quality(model, max_tokens):
@@ -115,6 +164,10 @@ def run(args):
     from ..benchmarks.report import markdown, write_record
 
     wanted = _list(args.sections, SECTIONS, "--sections")
+    _ints(args.fpga_lanes, "--fpga-lanes")
+    if args.fpga_clock is not None and not args.fpga_clock > 0:
+        raise ConfigError(f"--fpga-clock must be a positive frequency in MHz, not "
+                          f"{args.fpga_clock:g}")
     if args.repeats < 1 or args.new_tokens < 2:
         raise ConfigError("--repeats must be >= 1 and -n >= 2")
     model = load(args)

@@ -63,7 +63,7 @@ def _turns(model, args):
 
 def run(args):
     from ..board_link import BoardLink
-    from ..gen.compile import CompileOptions, check_lanes, inputs_hash
+    from ..gen.compile import inputs_hash, resolve_lanes
     from .common import load, quantized
 
     n = args.new_tokens
@@ -73,9 +73,7 @@ def run(args):
     model = load(args)
     qm = quantized(model, weights=options.weights, group_size=options.group_size,
                    context=options.context)
-    lanes = check_lanes(qm, options.lanes)
-    model_id = int(inputs_hash(qm, CompileOptions(**{**options.as_dict(), "lanes": lanes}))[:4],
-                   16)
+    model_id = int(inputs_hash(qm, resolve_lanes(qm, options))[:4], 16)
     context = options.context or qm.context
     link = BoardLink(open_port(args.port, args.baud, args.timeout), model_id=model_id)
     status = link.status()

@@ -28,14 +28,19 @@ def add_compile_arguments(parser):
     parser.add_argument("--lanes", type=int, default=None, metavar="N",
                         help=f"multiply-accumulates per cycle of every unit (default "
                              f"{DEFAULT_LANES})")
+    parser.add_argument("--vector-lanes", type=int, default=None, metavar="N",
+                        help="elements per cycle of the element-wise units (norms, RoPE, "
+                             "SwiGLU, residual add, embedding, argmax, attention output; "
+                             "default: --lanes): fewer "
+                             "cost a few cycles and save most of the multipliers")
     parser.add_argument("--context", type=int, default=None, metavar="N",
                         help="KV cache depth (default: the model's context)")
     parser.add_argument("--rom-style", choices=("auto", "inline", "files"), default=None,
                         help="ROM contents inline in the Verilog or in $readmemb files beside "
                              "it (default auto: files for large models)")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
-                        help="YAML file with any of weights, group_size, lanes, context, "
-                             "rom_style; flags override it")
+                        help="YAML file with any of weights, group_size, lanes, vector_lanes, "
+                             "context, rom_style; flags override it")
 
 
 def add_arguments(parser):
@@ -49,7 +54,7 @@ def resolve(args):
     from ..gen.compile import CompileOptions, load_options
     options = load_options(args.config, weights=args.weights, group_size=args.group_size,
                            lanes=args.lanes, context=args.context,
-                           rom_style=args.rom_style)
+                           rom_style=args.rom_style, vector_lanes=args.vector_lanes)
     if args.lanes is None and args.config is None:
         options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
     return options

@@ -24,6 +24,8 @@ HELP = ("build a model for an FPGA board (ULX3S 85F, iCEBreaker): bitstream, uti
 
 DEFAULT_BAUD = 115200
 
+__all__ = ["NAME", "HELP", "DEFAULT_BAUD", "add_arguments", "run", "compile_and_build"]
+
 
 def add_arguments(parser):
     from ..gen.boards import BOARDS
@@ -70,16 +72,28 @@ def _speed_table(report):
     return table
 
 
+def compile_and_build(args, board, out):
+    """Compile the model as the compile options of ``args`` say (those of ``hardwire compile``)
+    into ``out/rtl`` and build it for ``board`` into ``out`` at ``args.clock`` MHz (``None``: the
+    oscillator) with its UART at ``args.baud`` and nextpnr seed ``args.seed``.
+
+    Returns :func:`~hardwire.gen.fpga.build_board`'s report; raises what it raises (and
+    :class:`~hardwire.errors.ConfigError` for compile options the model cannot take)."""
+    from ..gen.fpga import build_board
+
+    out = Path(out)
+    _, _, decoder, manifest = compile_from_args(args, out / "rtl")
+    with console.status(f"synthesis, place and route for {board.name} (yosys, nextpnr)"):
+        return build_board(decoder, manifest, board, clock_mhz=args.clock, baud=args.baud,
+                           out_dir=out, seed=args.seed)
+
+
 def run(args):
     from ..gen.boards import board_named
-    from ..gen.fpga import build_board
 
     board = board_named(args.board)
     out = Path(args.out or f"build/fpga/{board.name}")
-    _, qm, decoder, manifest = compile_from_args(args, out / "rtl")
-    with console.status(f"synthesis, place and route for {board.name} (yosys, nextpnr)"):
-        report = build_board(decoder, manifest, board, clock_mhz=args.clock, baud=args.baud,
-                             out_dir=out, seed=args.seed)
+    report = compile_and_build(args, board, out)
     console.print(_table(report))
     if not report["fits"]:
         over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "

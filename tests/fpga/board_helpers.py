@@ -25,7 +25,8 @@ def tiny_qm():
 
 def tiny_model_id(qm):
     """The model id ``hardwire fpga`` gives this design (``--lanes 4``, int8)."""
-    return model_id({"inputs_sha256": inputs_hash(qm, CompileOptions(lanes=LANES))})
+    options = CompileOptions(lanes=LANES, vector_lanes=LANES)
+    return model_id({"inputs_sha256": inputs_hash(qm, options)})
 
 
 def board(qm):

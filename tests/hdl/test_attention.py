@@ -22,11 +22,11 @@ TABLE = g.exp2_table().tolist()
 PAUSES = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.6), (0.4, 0.4)]
 
 
-def make(n_heads, n_kv_heads, head_dim, context, lanes, ratio=0.5):
+def make(n_heads, n_kv_heads, head_dim, context, lanes, ratio=0.5, out_lanes=None):
     """A unit with ``(M_att, s_att) = multiplier(ratio)``, elaborated once (so it builds)."""
     M, s = g.multiplier(ratio)
     dut = Attention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, context=context,
-                     M_att=M, s_att=s, exp2_table=TABLE, lanes=lanes)
+                     M_att=M, s_att=s, exp2_table=TABLE, lanes=lanes, out_lanes=out_lanes)
     Fragment.get(dut, None)
     return dut
 
@@ -174,6 +174,17 @@ def test_cycles_formula():
     assert dut.cycles(36) == 2 * 148 + 2 * (148 + 148) + 34
     with pytest.raises(ValueError, match=r"^position must be an integer in 0\.\.36, not 37$"):
         dut.cycles(37)
+
+
+@pytest.mark.parametrize("lanes,out_lanes", [(8, 1), (8, 3), (2, 8)])
+def test_output_lanes(lanes, out_lanes):
+    # The output stage narrower (or wider) than the MACs: same values, its own cycle count.
+    dut = make(3, 1, 8, 9, lanes, ratio=0.6, out_lanes=out_lanes)
+    C, Co = dut.chunks, dut.out_chunks
+    assert Co == -(-8 // out_lanes)
+    post = 29 + Co
+    assert dut.cycles(0) == 2 * C + 2 * (C + max(C, post)) + post + 1
+    check(dut, random_items(dut, np.random.default_rng(out_lanes), range(9)), seed=out_lanes)
 
 
 @pytest.mark.parametrize("shape,lanes_list,positions", [

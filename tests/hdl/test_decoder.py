@@ -258,6 +258,24 @@ def test_two_layers_odd_lanes():
     assert measured == [dut.cycles_per_token(2 + k) for k in range(3)]
 
 
+def test_three_layers_fewer_vector_lanes():
+    # Three layers through one shared datapath, and element-wise units narrower than the
+    # matrices: tokens and every gap still exact.
+    qm = tiny_qm(seed=6, n_layers=3)
+    params = decoder_params(qm, HardwareConfig(lanes=4, vector_lanes=1, context=8))
+    layer = params["layers"][0]
+    assert layer["qkv"]["lanes"] == 4 and layer["attention"]["lanes"] == 4
+    assert layer["attention"]["out_lanes"] == 1
+    assert {params["norm"]["lanes"], params["embed"]["lanes"], params["argmax"]["lanes"],
+            params["layers"][0]["swiglu"]["lanes"], params["layers"][0]["rope"]["lanes"]} == {1}
+    dut = Decoder(params=params)
+    assert dut.n_layers == 3
+    r = run(dut, [([3, 11], 4)])[0]
+    assert r["tokens"] == golden(qm, [3, 11], 4)
+    measured = [b - a for a, b in zip(r["cycles"], r["cycles"][1:], strict=False)]
+    assert measured == [dut.cycles_per_token(2 + k) for k in range(3)]
+
+
 def _signed_blocks(seed):
     # Q8_0-style blocks of 8 with every other block scale negative (GGUF Q4_0/Q5_0 style) on the
     # unfused matrices: negative group multipliers in the embedding and the matvecs.

@@ -48,8 +48,6 @@ def _fpga_markdown(record):
     clock = "the oscillator" if f["clock_mhz"] is None else f"{f['clock_mhz']:g} MHz"
     title = [f"## FPGA ({f['board']}{', ' + f['device'] if f.get('device') else ''}; clock "
              f"{clock})", ""]
-    if "skipped" in f:
-        return [*title, f"Skipped: {f['skipped']}", ""]
     points = f["points"]
     labels = next((([r["resource"] for r in p["resources"]]) for p in points
                    if "resources" in p), [])

@@ -5,7 +5,7 @@ Sections (``--sections``, all by default): ``engines`` (float, golden and Verila
 lanes 1…max), ``peers`` (llama.cpp on the same model), ``scaling`` (compile, build, first token
 and memory against parameter count), ``quality`` (the ``hardwire quality`` table) and ``fpga``
 (``hardwire fpga`` on ``--fpga-board`` for each of ``--fpga-lanes``: area, post-route Fmax and
-tokens/s per user at Fmax; skipped when the board's tools are missing). Writes
+tokens/s per user at Fmax). Writes
 ``OUT/<date>-<host>.json``, ``.md`` and plots; prints a table per section. A section that fails
 is recorded with its error and the others still run; the exit status is then 1.
 """
@@ -52,6 +52,8 @@ def add_arguments(parser):
                         help="board of the fpga section (default ulx3s-85f)")
     parser.add_argument("--fpga-lanes", default="4,8,16", metavar="LIST",
                         help="lane counts built for the board (default 4,8,16)")
+    parser.add_argument("--fpga-vector-lanes", type=int, default=2, metavar="N",
+                        help="--vector-lanes of the fpga builds (default 2, as make fpga)")
     parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
                         help="design clock of the fpga builds (default: the board's oscillator)")
     parser.add_argument("--work", default=None, metavar="DIR",
@@ -124,14 +126,13 @@ def _fpga(args, work):
         # Exactly `hardwire fpga MODEL --board B --lanes N [--clock C]`, everything else default.
         options = argparse.Namespace(
             model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
-            group_size=None, lanes=lanes, context=None, rom_style=None,
+            group_size=None, lanes=lanes, vector_lanes=args.fpga_vector_lanes, context=None,
+            rom_style=None,
             clock=args.fpga_clock, baud=DEFAULT_BAUD, seed=1, debug=args.debug)
         return compile_and_build(options, board, out)
 
     section = fpga_sweep(build, board, _ints(args.fpga_lanes, "--fpga-lanes"), work,
                          clock_mhz=args.fpga_clock, on_point=_print_fpga_point)
-    if "skipped" in section:
-        console.print(f"fpga: skipped, {section['skipped']}")
     return section
 
 

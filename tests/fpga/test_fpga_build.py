@@ -66,9 +66,8 @@ def test_pll_plans():
     assert pll.params == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}
 
 
-# ~6.5 min of yosys + nextpnr on 2 shared cores (placement ~4.5 min): over make test's budget
-# while the decoder keeps whole vectors in registers, so `make sim` runs it.
-@pytest.mark.slow
+# The small configuration that make test puts through synthesis, placement and routing:
+# ~3.5 min on one core (yosys ~20 s, nextpnr ~3 min), beside the rest of the suite.
 @pytest.mark.fpga
 def test_minimal_build_for_ulx3s(tmp_path, capsys):
     qm = quantize(random_loaded(5, **MINIMAL), weights="int8")

@@ -72,7 +72,7 @@ def test_hypothesis(data):
 def test_timing_and_rom():
     dut, table, _, _ = make(61, 6)
     elaborate(dut)
-    assert dut.latency == dut.cycles_per_vector == 11 + 2
+    assert dut.latency == dut.cycles_per_vector == 11 + 3
     assert list(dut.rom.init) == table
 
 
@@ -113,7 +113,7 @@ def test_banks(banks, n, lanes, shared, pauses):
     if pauses == (0.0, 0.0):
         assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * len(order)
         assert np.diff(ins).tolist() == [dut.cycles_per_vector] * (len(order) - 1)
-        assert dut.latency == -(-n // lanes) + 2
+        assert dut.latency == -(-n // lanes) + 3
 
 
 def test_banks_rom_and_properties():
@@ -122,7 +122,7 @@ def test_banks_rom_and_properties():
     assert dut.banks == 3 and dut.silu_table == tuple(table)
     assert dut.M == (1, 2, 3) and dut.s == (20, 20, 20)
     assert dut.rom.depth == 768 and list(dut.rom.init) == table
-    assert dut.latency == dut.cycles_per_vector == 2 + 2 and "bank" in dut.signature.members
+    assert dut.latency == dut.cycles_per_vector == 2 + 3 and "bank" in dut.signature.members
     one = SwiGLU(n=4, silu_table=table[:256], M=[5], s=[7], lanes=2)
     assert one.banks == 1 and one.M == 5 and one.s == 7 and "bank" not in one.signature.members
 

@@ -7,8 +7,8 @@ PEERS    := $(VENV)/.installed-peers
 BOARD    ?= ulx3s-85f
 LANES    ?= 16
 # Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep the
-# multipliers within the ECP5's DSP blocks for ~10 % more cycles (kjv at 16 lanes: 14,651
-# cycles per token at position 0 instead of 13,335).
+# multipliers within the ECP5's DSP blocks for ~10 % more cycles (kjv at 16 lanes: 14,668
+# cycles per token at position 0 instead of 13,352).
 VECTOR_LANES ?= 2
 MODEL    ?= kjv
 OUT      ?= build/verilog

@@ -114,18 +114,22 @@ class MatVec(wiring.Component):
     ----------------------------------
     - ``cycles_per_vector = out_features * chunks`` (``chunks`` ROM words per row, see above):
       steady-state distance between input vectors (and between output vectors).
-    - ``latency = cycles_per_vector + 1`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``):
+    - ``latency = cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``):
       from an input vector's transfer edge to the cycle its last row (its requantized vector) is
       valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
-      ``chunks + 1`` cycles after the input transfer.
+      ``chunks + 2`` cycles after the input transfer.
+    - Pipeline: address, then ROM word × inputs through the adder tree into a register, then
+      the accumulate (grouped: group sum, group multiply and row sum), so no cycle holds both
+      the multipliers and the accumulator.
 
     Resources: the ROMs (``rom_bits``, all banks), an ``8 * in_features``-bit input latch, ``lanes``
-    ``bits``×8 multipliers into a balanced adder tree, the ``acc_bits`` row sum (plus, grouped,
-    a group sum and one 16×group-sum multiplier), and with ``requant`` one ``acc_bits``×15
-    multiplier, one barrel shifter and an ``out_bits * out_features``-bit collection register
-    besides the output register. With banks, ``bank`` selects each ROM's first address of the
-    bank from a constant table (no multiplier, no adder in front of the ROMs), and with
-    ``requant`` an absolute row counter addresses the requantization ROM.
+    ``bits``×8 multipliers into a balanced adder tree and its registered sum, the ``acc_bits``
+    row sum (plus, grouped, a registered group multiplier, a group sum and one 16×group-sum
+    multiplier), and with ``requant`` one ``acc_bits``×15 multiplier, one barrel shifter and an
+    ``out_bits * out_features``-bit collection register besides the output register. With
+    banks, ``bank`` selects each ROM's first address of the bank from a constant table (no
+    multiplier, no adder in front of the ROMs), and with ``requant`` an absolute row counter
+    addresses the requantization ROM.
 
     Raises
     ------
@@ -354,8 +358,8 @@ class MatVec(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input vector's transfer to its last row (its requantized vector) being
-        valid on ``o``: ``cycles_per_vector + 1`` (``+ REQUANT_CYCLES`` with ``requant``)."""
-        return self.cycles_per_vector + 1 + (REQUANT_CYCLES if self._requant else 0)
+        valid on ``o``: ``cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` with ``requant``)."""
+        return self.cycles_per_vector + 2 + (REQUANT_CYCLES if self._requant else 0)
 
     def elaborate(self, platform):
         m = Module()
@@ -409,24 +413,34 @@ class MatVec(wiring.Component):
                     m.d.comb += [group_first.eq(first), group_last.eq(last),
                                  row_first.eq(in_first)]
 
-        # Stage 1: ROM word of `s1_chunk` is on `rd.data`; multiply with the matching inputs.
+        # Stage 1: ROM word of `s1_chunk` is on `rd.data`; multiply with the matching inputs and
+        # sum the products into `s2_dot`.
         s1_valid = Signal()
         s1_chunk = Signal.like(chunk)
         s1_row = Signal.like(row)
         s1_first = Signal()                 # start a new row sum
-        s1_last = Signal()                  # last chunk of a row: the sum leaves stage 1
+        s1_last = Signal()                  # last chunk of a row: the sum leaves stage 2
         s1_final = Signal()                 # last chunk of the last row: `x` is free after this
         s1_group_first = Signal()
         s1_group_last = Signal()
 
+        # Stage 2: `s2_dot` (and, grouped, the chunk's group multiplier) go into the row sum.
+        s2_valid = Signal()
+        s2_first = Signal()
+        s2_last = Signal()
+        s2_final = Signal()
+        s2_group_first = Signal()
+        s2_group_last = Signal()
+
         # The whole pipeline stops when its last stage holds a result `o` cannot take.
         stall = Signal()
         if requant:
-            s3_valid = Signal()
-            s3_final = Signal()
-            m.d.comb += stall.eq(s3_valid & s3_final & self.o.valid & ~self.o.ready)
+            s4_valid = Signal()
+            s4_final = Signal()
+            m.d.comb += stall.eq(s4_valid & s4_final & self.o.valid & ~self.o.ready)
         else:
-            m.d.comb += stall.eq(s1_valid & s1_last & self.o.valid & ~self.o.ready)
+            m.d.comb += stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready)
+        # `x` is last read in stage 1, so the next vector may replace it as that word moves on.
         m.d.comb += self.i.ready.eq(~busy | (s1_valid & s1_final & ~stall))
         start = self.i.valid & self.i.ready
         issue = Signal()
@@ -460,20 +474,31 @@ class MatVec(wiring.Component):
                 s1_final.eq((chunk == chunks - 1) & (row == rows - 1)),
                 s1_group_first.eq(group_first),
                 s1_group_last.eq(group_last),
+                s2_valid.eq(s1_valid),
+                s2_first.eq(s1_first),
+                s2_last.eq(s1_last),
+                s2_final.eq(s1_final),
+                s2_group_first.eq(s1_group_first),
+                s2_group_last.eq(s1_group_last),
             ]
 
         # The requantization ROM's row: the bank's row `row` (with banks, an absolute counter
         # beside `row`, so that `bank` is not needed after the input transfer).
-        s1_qrow = s1_row
-        if requant and self._banks > 1:
-            next_qrow = Signal(range(self._requant_rom.depth))
-            qrow = Signal.like(next_qrow)
-            s1_qrow = Signal.like(next_qrow)
-            m.d.comb += qrow.eq(Mux(issuing, next_qrow, bank_base("requant_rom_base", rows)))
-            with m.If(issue):
-                m.d.sync += next_qrow.eq(Mux(chunk == chunks - 1, qrow + 1, qrow))
+        if requant:
+            s1_qrow = s1_row
+            if self._banks > 1:
+                next_qrow = Signal(range(self._requant_rom.depth))
+                qrow = Signal.like(next_qrow)
+                s1_qrow = Signal.like(next_qrow)
+                m.d.comb += qrow.eq(Mux(issuing, next_qrow,
+                                        bank_base("requant_rom_base", rows)))
+                with m.If(issue):
+                    m.d.sync += next_qrow.eq(Mux(chunk == chunks - 1, qrow + 1, qrow))
+                with m.If(~stall):
+                    m.d.sync += s1_qrow.eq(qrow)
+            s2_qrow = Signal.like(s1_qrow)
             with m.If(~stall):
-                m.d.sync += s1_qrow.eq(qrow)
+                m.d.sync += s2_qrow.eq(s1_qrow)
 
         with m.If(s1_valid & s1_final & ~stall):
             m.d.sync += busy.eq(0)
@@ -490,64 +515,71 @@ class MatVec(wiring.Component):
                         m.d.comb += lane_x[lane].eq(x[k0 + lane] if lane < length else 0)
 
         dot = adder_tree([rd.data[lane] * lane_x[lane] for lane in range(lanes)])
+        s2_dot = Signal(dot.shape())
+        with m.If(~stall):
+            m.d.sync += s2_dot.eq(dot)
+
         acc = Signal(signed(self._acc_bits))
         total = Signal(signed(self._acc_bits))
         if grouped:
+            s2_group_mult = Signal(signed(16))
+            with m.If(~stall):
+                m.d.sync += s2_group_mult.eq(rd_g.data)
             group_acc = Signal(signed(self._group_acc_bits))
             group_total = Signal(signed(self._group_acc_bits))
             m.d.comb += [
-                group_total.eq(Mux(s1_group_first, 0, group_acc) + dot),
-                total.eq(Mux(s1_first, 0, acc) + rd_g.data * group_total),
+                group_total.eq(Mux(s2_group_first, 0, group_acc) + s2_dot),
+                total.eq(Mux(s2_first, 0, acc) + s2_group_mult * group_total),
             ]
-            with m.If(s1_valid & ~stall):
+            with m.If(s2_valid & ~stall):
                 m.d.sync += group_acc.eq(group_total)
-                with m.If(s1_group_last):
+                with m.If(s2_group_last):
                     m.d.sync += acc.eq(total)
         else:
-            # One group: `s1_first` is chunk 0 only.
-            m.d.comb += total.eq(Mux(s1_first, 0, acc) + dot)
-            with m.If(s1_valid & ~stall):
+            # One group: `s2_first` is chunk 0 only.
+            m.d.comb += total.eq(Mux(s2_first, 0, acc) + s2_dot)
+            with m.If(s2_valid & ~stall):
                 m.d.sync += acc.eq(total)
-        # `total` is the row's finished sum when `s1_valid & s1_last`.
+        # `total` is the row's finished sum when `s2_valid & s2_last`.
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         if not requant:
-            with m.If(s1_valid & s1_last & ~stall):
+            with m.If(s2_valid & s2_last & ~stall):
                 m.d.sync += [self.o.payload.eq(total), self.o.valid.eq(1)]
             return m
 
-        # Stage 2: the row's sum and its (M, shift - 1), read by row index from the third ROM.
+        # Stage 3: the row's sum and its (M, shift - 1), read by row index from the third ROM.
         m.submodules.requant_rom = requant_rom = Memory(data=self._requant_rom)
         rd_q = requant_rom.read_port(domain="sync")
-        m.d.comb += [rd_q.addr.eq(s1_qrow), rd_q.en.eq(~stall)]
-        s2_valid, s2_final = Signal(), Signal()
-        s2_acc = Signal(signed(self._acc_bits))
-        # Stage 3: the product acc * M, registered so the multiplier and the barrel shifter
+        m.d.comb += [rd_q.addr.eq(s2_qrow), rd_q.en.eq(~stall)]
+        s3_valid, s3_final = Signal(), Signal()
+        s3_acc = Signal(signed(self._acc_bits))
+        # Stage 4: the product acc * M, registered so the multiplier and the barrel shifter
         # are in separate cycles.
-        s3_product = Signal(signed(self._acc_bits + 16))
-        s3_shift_minus_one = Signal(6)
+        s4_product = Signal(signed(self._acc_bits + 16))
+        s4_shift_minus_one = Signal(6)
         with m.If(~stall):
             m.d.sync += [
-                s2_valid.eq(s1_valid & s1_last),
-                s2_final.eq(s1_final),
-                s2_acc.eq(total),
-                s3_valid.eq(s2_valid),
+                s3_valid.eq(s2_valid & s2_last),
                 s3_final.eq(s2_final),
-                s3_product.eq(s2_acc * rd_q.data.m),
-                s3_shift_minus_one.eq(rd_q.data.shift_minus_one),
+                s3_acc.eq(total),
+                s4_valid.eq(s3_valid),
+                s4_final.eq(s3_final),
+                s4_product.eq(s3_acc * rd_q.data.m),
+                s4_shift_minus_one.eq(rd_q.data.shift_minus_one),
             ]
 
         # Rows arrive in order: shift each one in at the top, so after `out_features` of them
         # row 0 is element 0, with no row-indexed write decoder.
         out_bits = self._requant[2]
         y = Signal(signed(out_bits))
-        m.d.comb += y.eq(saturate(rshift_round_var(s3_product, s3_shift_minus_one), out_bits))
+        m.d.comb += y.eq(saturate(rshift_round_var(s4_product, s4_shift_minus_one), out_bits))
         collect = Signal(data.ArrayLayout(signed(out_bits), rows))
         shifted = [collect[k + 1] for k in range(rows - 1)] + [y]
-        with m.If(s3_valid & ~stall):
+        with m.If(s4_valid & ~stall):
             m.d.sync += [collect[k].eq(v) for k, v in enumerate(shifted)]
-            with m.If(s3_final):
+            with m.If(s4_final):
                 m.d.sync += [self.o.payload[k].eq(v) for k, v in enumerate(shifted)]
                 m.d.sync += self.o.valid.eq(1)
         return m

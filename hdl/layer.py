@@ -1,6 +1,8 @@
 """One decoder layer datapath, shared by every layer of the model: attention block and SwiGLU
 block, each closed by its residual add, with the layer's constants picked by ``index``."""
 
+import math
+
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -21,29 +23,44 @@ def requant_matvec(params, banks=1):
     kwargs = {}
     if params["group_mult"] is not None:
         kwargs.update(group_size=params["group_size"], group_mult=params["group_mult"])
-    if banks > 1:
-        kwargs.update(banks=banks)
     return MatVec(weights=params["weights"], lanes=params["lanes"], bits=params["bits"],
-                  requant=(params["M"], params["shift"], params["out_bits"]), **kwargs)
+                  requant=(params["M"], params["shift"], params["out_bits"]), banks=banks,
+                  **kwargs)
+
+
+def _regrouped(mv, size):
+    """``mv``'s group multipliers for groups of ``size`` inputs (which divides its own group
+    size): each group's multiplier repeated over its parts, or all 1 for a matrix without
+    groups. ``g * (a + b) == g * a + g * b``, so the row sums do not change."""
+    n_in = len(mv["weights"][0])
+    starts = range(0, n_in, size)
+    if mv["group_mult"] is None:
+        return tuple((1,) * len(starts) for _ in mv["weights"])
+    own = mv["group_size"]
+    return tuple(tuple(row[k // own] for k in starts) for row in mv["group_mult"])
 
 
 def _stack_matvec(name, mats):
+    """One matvec dict of ``mats`` stacked as banks. Layers whose scale groups differ (a GGUF may
+    keep a projection as blocks in some layers only, or with other block sizes) share the
+    greatest common group size, the others' multipliers repeated (:func:`_regrouped`)."""
     first = mats[0]
-    for key in ("lanes", "group_size", "out_bits"):
-        if any(mv[key] != first[key] for mv in mats):
-            raise ValueError(f"{name}: the layers differ in {key} and cannot share one unit")
-    if any((mv["group_mult"] is None) != (first["group_mult"] is None) for mv in mats):
-        raise ValueError(f"{name}: only some layers have group multipliers")
-    grouped = first["group_mult"] is not None
+    if any(mv["out_bits"] != first["out_bits"] for mv in mats):
+        raise ValueError(f"{name}: the layers differ in out_bits and cannot share one unit")
+    sizes = {mv["group_size"] for mv in mats if mv["group_mult"] is not None}
+    same = len({(mv["group_size"], mv["group_mult"] is None) for mv in mats}) == 1
+    size = math.gcd(*sizes) if sizes else None
+    lanes = min(mv["lanes"] for mv in mats)
     return {
         "weights": sum((mv["weights"] for mv in mats), ()),
         "bits": max(mv["bits"] for mv in mats),
-        "group_size": first["group_size"],
-        "group_mult": sum((mv["group_mult"] for mv in mats), ()) if grouped else None,
+        "group_size": size,
+        "group_mult": None if size is None else sum(
+            (mv["group_mult"] if same else _regrouped(mv, size) for mv in mats), ()),
         "M": sum((mv["M"] for mv in mats), ()),
         "shift": sum((mv["shift"] for mv in mats), ()),
         "out_bits": first["out_bits"],
-        "lanes": first["lanes"],
+        "lanes": lanes if size is None else min(lanes, size),
     }
 
 
@@ -138,28 +155,19 @@ class DecoderLayer(wiring.Component):
         self._q_dim = att["n_heads"] * att["head_dim"]
         self._kv_dim = att["n_kv_heads"] * att["head_dim"]
         self._ffn = len(p["w2"]["weights"][0])
-        banks = {} if n == 1 else {"banks": n}
-
-        def scalar(value):
-            return value[0] if n == 1 else value
 
         def norm(q):
-            return RMSNorm(rsqrt_table=rsqrt, gain=q["gain"], shift=scalar(q["shift"]),
-                           eps_int=scalar(q["eps_int"]), lanes=q["lanes"], **banks)
+            return RMSNorm(rsqrt_table=rsqrt, banks=n, **q)
 
         self.norm1 = norm(p["attn_norm"])
         self.qkv = requant_matvec(p["qkv"], n)
         self.rope = RoPE(cos=rope_cos, sin=rope_sin, **p["rope"])
-        self.attention = Attention(context=context, exp2_table=exp2,
-                                   **{**att, "M_att": scalar(att["M_att"]),
-                                      "s_att": scalar(att["s_att"])}, **banks)
+        self.attention = Attention(context=context, exp2_table=exp2, banks=n, **att)
         self.wo = requant_matvec(p["wo"], n)
         self.add1 = ResidualAdd(n=dim, **p["residual"])
         self.norm2 = norm(p["ffn_norm"])
         self.w13 = requant_matvec(p["w13"], n)
-        sw = p["swiglu"]
-        self.swiglu = SwiGLU(n=self._ffn, silu_table=sw["silu_table"], M=scalar(sw["M"]),
-                             s=scalar(sw["s"]), lanes=sw["lanes"], **banks)
+        self.swiglu = SwiGLU(n=self._ffn, banks=n, **p["swiglu"])
         self.w2 = requant_matvec(p["w2"], n)
         self.add2 = ResidualAdd(n=dim, **p["residual"])
         layout = data.StructLayout({"x": data.ArrayLayout(signed(16), dim),

@@ -276,6 +276,22 @@ def test_three_layers_fewer_vector_lanes():
     assert measured == [dut.cycles_per_token(2 + k) for k in range(3)]
 
 
+def test_layers_with_different_weight_groups_share_one_datapath():
+    # A GGUF may store one projection as blocks in some layers and not in others, or with other
+    # block sizes: the shared unit regroups them to a common size, exactly.
+    shape = {**SHAPE, "n_layers": 2}
+    loaded = random_loaded(11, **shape)
+    blocks = {"layers.0.wo": block_q8_0(loaded.weights["layers.0.wo"], 16),
+              "layers.1.wo": block_q8_0(loaded.weights["layers.1.wo"], 8),
+              "layers.1.w2": block_q8_0(loaded.weights["layers.1.w2"], 8)}
+    qm = quantize(random_loaded(11, block_quantized=blocks, **shape), weights="keep")
+    assert qm.layers[0].w2.group_mult is None and qm.layers[1].w2.group_size == 8
+    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    assert dut.layer.wo.group_size == 8 and dut.layer.w2.group_size == 8
+    r = run(dut, [([5, 12, 3], 5)])[0]
+    assert r["tokens"] == golden(qm, [5, 12, 3], 5)
+
+
 def _signed_blocks(seed):
     # Q8_0-style blocks of 8 with every other block scale negative (GGUF Q4_0/Q5_0 style) on the
     # unfused matrices: negative group multipliers in the embedding and the matvecs.

@@ -4,7 +4,14 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .vector_unit import bank_select, check_int, check_int_list, check_per_bank, rshift_round_var
+from .vector_unit import (
+    bank_select,
+    check_int,
+    check_int_list,
+    check_per_bank,
+    rshift_round_var,
+    shown_per_bank,
+)
 
 __all__ = ["Attention"]
 
@@ -140,8 +147,8 @@ class Attention(wiring.Component):
     head_dim = property(lambda self: self._head_dim)
     context = property(lambda self: self._context)
     banks = property(lambda self: self._banks)
-    M_att = property(lambda self: self._M_atts[0] if self._banks == 1 else self._M_atts)
-    s_att = property(lambda self: self._s_atts[0] if self._banks == 1 else self._s_atts)
+    M_att = property(lambda self: shown_per_bank(self._M_atts))
+    s_att = property(lambda self: shown_per_bank(self._s_atts))
     exp2_table = property(lambda self: self._exp2_table)
     lanes = property(lambda self: self._lanes)
     out_lanes = property(lambda self: self._out_lanes)

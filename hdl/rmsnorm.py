@@ -17,6 +17,7 @@ from .vector_unit import (
     collect_slots,
     rshift_round_var,
     saturate,
+    shown_per_bank,
     slot_registers,
 )
 
@@ -87,8 +88,6 @@ class RMSNorm(VectorUnit):
         self._d = d = len(self._gain) // banks
         self._shifts = check_per_bank("shift", shift, -15, 64, banks)
         self._epss = check_per_bank("eps_int", eps_int, 1, 2 ** 40 - 1, banks)
-        self._shift = self._shifts[0] if banks == 1 else self._shifts
-        self._eps = self._epss[0] if banks == 1 else self._epss
         self._table = check_int_list("rsqrt_table", rsqrt_table, 0, 2 ** 16 - 1,
                                      length=RSQRT_ENTRIES)
         self._lanes = check_int("lanes", lanes, 1, d)
@@ -123,12 +122,12 @@ class RMSNorm(VectorUnit):
     @property
     def shift(self):
         """``S``: an int with one bank, a tuple of ``banks`` ints otherwise."""
-        return self._shift
+        return shown_per_bank(self._shifts)
 
     @property
     def eps_int(self):
         """An int with one bank, a tuple of ``banks`` ints otherwise."""
-        return self._eps
+        return shown_per_bank(self._epss)
 
     @property
     def rsqrt_table(self):

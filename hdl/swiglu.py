@@ -17,6 +17,7 @@ from .vector_unit import (
     rshift_round_const,
     rshift_round_var,
     saturate,
+    shown_per_bank,
     slot_registers,
 )
 
@@ -72,8 +73,6 @@ class SwiGLU(VectorUnit):
         self._table = check_int_list("silu_table", silu_table, -128, 127, length=banks * 256)
         self._Ms = check_per_bank("M", M, 0, 2 ** 15 - 1, banks)
         self._ss = check_per_bank("s", s, 1, 62, banks)
-        self._M = self._Ms[0] if banks == 1 else self._Ms
-        self._s = self._ss[0] if banks == 1 else self._ss
         self._lanes = check_int("lanes", lanes, 1, self._n)
         self._plan = LanePlan(segments=1, length=self._n, lanes=self._lanes)
         self._rom = MemoryData(shape=signed(8), depth=banks * 256, init=self._table)
@@ -102,12 +101,12 @@ class SwiGLU(VectorUnit):
     @property
     def M(self):
         """An int with one bank, a tuple of ``banks`` ints otherwise."""
-        return self._M
+        return shown_per_bank(self._Ms)
 
     @property
     def s(self):
         """An int with one bank, a tuple of ``banks`` ints otherwise."""
-        return self._s
+        return shown_per_bank(self._ss)
 
     @property
     def rom(self):

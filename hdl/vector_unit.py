@@ -14,7 +14,7 @@ from amaranth.lib import data, wiring
 
 __all__ = ["check_int", "check_int_list", "saturate", "rshift_round_const", "rshift_round_var",
            "adder_tree", "LanePlan", "Sequencer", "slot_registers", "collect_slots",
-           "VectorUnit", "check_per_bank", "bank_select"]
+           "VectorUnit", "check_per_bank", "shown_per_bank", "bank_select"]
 
 
 def check_int(name, value, lo, hi):
@@ -53,6 +53,12 @@ def check_per_bank(name, value, lo, hi, banks):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         return (check_int(name, value, lo, hi),) * banks
     return check_int_list(name, value, lo, hi, length=banks)
+
+
+def shown_per_bank(values):
+    """A per-bank scalar as the units' properties show it: the int with one bank, the tuple of
+    ``banks`` ints otherwise."""
+    return values[0] if len(values) == 1 else values
 
 
 def bank_select(m, bank, values, shape, *, name):

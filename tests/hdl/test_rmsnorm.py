@@ -23,7 +23,7 @@ def check(dut, vectors, pauses=(0.0, 0.0), seed=0):
     got, ins, outs = run_unit(dut, [list(map(int, v)) for v in vectors], pauses=pauses,
                               seed=seed)
     for v, out in zip(vectors, got, strict=True):
-        assert out == g.rmsnorm(v, gain, dut._shift, dut._eps, TABLE).tolist()
+        assert out == g.rmsnorm(v, gain, dut.shift, dut.eps_int, TABLE).tolist()
     if pauses == (0.0, 0.0):
         assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * len(vectors)
         assert np.diff(ins).tolist() == [dut.cycles_per_vector] * (len(vectors) - 1)

@@ -52,11 +52,10 @@ class HardwareConfig:
     per cycle of the others, clipped per unit to what it can use (:func:`unit_lanes`);
     ``vector_lanes``: elements per cycle of the element-wise units (RMSNorm, RoPE, SwiGLU,
     residual add, embedding, argmax, the attention's output stage) when they should have fewer
-    than ``lanes`` (``None``: the
-    same as ``lanes``). They take a few percent of the cycles but most of the multipliers, so
-    fewer lanes there cost little time and much area; ``context``: KV cache depth, ``None`` for the
-    quantized model's own ``context`` (it may be smaller, never larger: the RoPE tables stop
-    there).
+    than ``lanes`` (``None``: the same as ``lanes``). They take a few percent of the cycles but
+    most of the multipliers, so fewer lanes there cost little time and much area; ``context``:
+    KV cache depth, ``None`` for the quantized model's own ``context`` (it may be smaller, never
+    larger: the RoPE tables stop there).
 
     Raises :class:`ConfigError` ("lanes must be a positive integer, not ...", "context must be a
     positive integer or None, not ...").

@@ -123,17 +123,16 @@ def _fpga(args, work):
     board = board_named(args.fpga_board)
 
     def build(lanes, out):
-        # Exactly `hardwire fpga MODEL --board B --lanes N [--clock C]`, everything else default.
+        # Exactly `hardwire fpga MODEL --board B --lanes N --vector-lanes V [--clock C]`, the
+        # rest default.
         options = argparse.Namespace(
             model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
             group_size=None, lanes=lanes, vector_lanes=args.fpga_vector_lanes, context=None,
-            rom_style=None,
-            clock=args.fpga_clock, baud=DEFAULT_BAUD, seed=1, debug=args.debug)
+            rom_style=None, clock=args.fpga_clock, baud=DEFAULT_BAUD, seed=1, debug=args.debug)
         return compile_and_build(options, board, out)
 
-    section = fpga_sweep(build, board, _ints(args.fpga_lanes, "--fpga-lanes"), work,
-                         clock_mhz=args.fpga_clock, on_point=_print_fpga_point)
-    return section
+    return fpga_sweep(build, board, _ints(args.fpga_lanes, "--fpga-lanes"), work,
+                      clock_mhz=args.fpga_clock, on_point=_print_fpga_point)
 
 
 def _print_fpga_point(p):

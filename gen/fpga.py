@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..toolchain import yowasp_program
 from .boards import BoardSystem, plan_pll
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
-           "parse_utilisation", "parse_fmax", "summarize"]
+           "parse_utilisation", "parse_fmax", "flow_stage", "summarize"]
 
 NAME = "hardwire_board"
 FRAME_BITS = 30            # one reply frame: 3 bytes of 10 bits on the line
@@ -163,17 +164,60 @@ def _tail(path, n=3000):
         return "(no log)"
 
 
-def _run_flow(build_dir, tools):
+# What nextpnr is doing, from the last line of its log that says (placement and routing of a
+# large design take most of an hour, so the user sees the stage and how far it has come).
+_STAGES = (
+    (re.compile(r"Program finished normally"), lambda m: "bitstream"),
+    (re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)"),
+     lambda m: f"routing (router2): iteration {m[1]}, {int(m[2]):,} wires overused"),
+    (re.compile(r"^Info:\s+\d+ \|.*\|\s*(\d+)\|"),
+     lambda m: f"routing (router1): {int(m[1]):,} arcs left"),
+    (re.compile(r"Routing (\d+) arcs"), lambda m: f"routing {int(m[1]):,} arcs"),
+    (re.compile(r"at iteration #(\d+): temp"), lambda m: f"placement: refinement iteration {m[1]}"),
+    (re.compile(r"at iteration #(\d+), type"), lambda m: f"placement: analytical iteration {m[1]}"),
+    (re.compile(r"placer|Placing"), lambda m: "placement"),
+    (re.compile(r"Packing"), lambda m: "packing"),
+)
+
+
+def flow_stage(nextpnr_log):
+    """The stage of place and route that a (growing) nextpnr log has reached, in words:
+    ``"synthesis (yosys)"`` before nextpnr has written anything."""
+    for line in reversed(nextpnr_log.splitlines()):
+        for pattern, say in _STAGES:
+            found = pattern.search(line)
+            if found:
+                return say(found)
+    return "synthesis (yosys)" if not nextpnr_log else "place and route (nextpnr)"
+
+
+def _run_flow(build_dir, tools, progress=None):
     env = dict(os.environ)
     from amaranth._toolchain import tool_env_var
     for tool, path in tools.items():
         env[tool_env_var(tool)] = path
     log = build_dir / "flow.log"
+    nextpnr_log = build_dir / f"{NAME}.tim"
     started = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=out,
-                              stderr=subprocess.STDOUT)
-    return proc.returncode, time.monotonic() - started, log
+        # Its own process group, so that an interrupt stops yosys and nextpnr too.
+        proc = subprocess.Popen(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if progress is not None:
+                        text = nextpnr_log.read_text(errors="replace") \
+                            if nextpnr_log.is_file() else ""
+                        progress(flow_stage(text), time.monotonic() - started)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+    return code, time.monotonic() - started, log
 
 
 def _stage_times(build_dir, started_wall, family):
@@ -232,10 +276,13 @@ def summarize(report):
     return lines
 
 
-def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1):
+def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
+                router="router2", progress=None):
     """Synthesize, place and route the board top of ``decoder`` (compiled with ``manifest``) for
-    ``board`` at ``clock_mhz`` (``None``: the board's oscillator) with a UART at ``baud``, and
-    write the bitstream and ``report.json`` into ``out_dir``. Returns the report dict
+    ``board`` at ``clock_mhz`` (``None``: the board's oscillator) with a UART at ``baud``, routed
+    by nextpnr's ``router`` (``"router1"`` or ``"router2"``) with placement seed ``seed``, and
+    write the bitstream and ``report.json`` into ``out_dir``. ``progress(stage, seconds)``, when
+    given, is called every two seconds while the tools run. Returns the report dict
     (``report["fits"]``, ``report["clock"]["met"]``).
 
     Raises :class:`ToolchainError` with the end of the log when a tool fails for another reason
@@ -261,11 +308,11 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1):
         synth_opts=SYNTH_OPTS[board.family], script_after_read=SCRIPT_AFTER_READ[board.family],
         script_after_synth=AFTER_SYNTH[board.family],
         nextpnr_opts=["--report", f"{NAME}-report.json", "--timing-allow-fail",
-                      "--seed", str(seed)])
+                      "--seed", str(seed), "--router", router])
     plan.extract(build_dir)
     started_wall = time.time()
     code, seconds, log = _run_flow(build_dir, {k: v for k, v in tools.items()
-                                               if not k.endswith("pll")})
+                                               if not k.endswith("pll")}, progress)
     nextpnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") \
         if (build_dir / f"{NAME}.tim").is_file() else ""
     util = parse_utilisation(nextpnr_log)

@@ -38,6 +38,9 @@ def add_arguments(parser):
     parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                         help=f"UART baud rate (default {DEFAULT_BAUD})")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--router", choices=("router1", "router2"), default="router2",
+                        help="nextpnr router (default router2, which finishes congested designs "
+                             "such as the bundled model at 16 lanes that router1 does not)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default build/fpga/BOARD)")
 
@@ -75,7 +78,8 @@ def _speed_table(report):
 def compile_and_build(args, board, out):
     """Compile the model as the compile options of ``args`` say (those of ``hardwire compile``)
     into ``out/rtl`` and build it for ``board`` into ``out`` at ``args.clock`` MHz (``None``: the
-    oscillator) with its UART at ``args.baud`` and nextpnr seed ``args.seed``.
+    oscillator) with its UART at ``args.baud``, nextpnr seed ``args.seed`` and router
+    ``args.router``.
 
     Returns :func:`~hardwire.gen.fpga.build_board`'s report; raises what it raises (and
     :class:`~hardwire.errors.ConfigError` for compile options the model cannot take)."""
@@ -83,9 +87,12 @@ def compile_and_build(args, board, out):
 
     out = Path(out)
     _, _, decoder, manifest = compile_from_args(args, out / "rtl")
-    with console.status(f"synthesis, place and route for {board.name} (yosys, nextpnr)"):
+    title = f"synthesis, place and route for {board.name}"
+    with console.status(title) as status:
+        def progress(stage, seconds):
+            status.update(f"{title}: {stage} ({seconds / 60:.0f} min)")
         return build_board(decoder, manifest, board, clock_mhz=args.clock, baud=args.baud,
-                           out_dir=out, seed=args.seed)
+                           out_dir=out, seed=args.seed, router=args.router, progress=progress)
 
 
 def run(args):

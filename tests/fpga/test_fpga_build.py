@@ -10,7 +10,8 @@ from quant_helpers import random_loaded
 from hardwire.cli import main
 from hardwire.errors import ConfigError
 from hardwire.gen.boards import BOARDS, board_named, plan_pll
-from hardwire.gen.fpga import fpga_tools, parse_fmax, parse_utilisation, uart_divisor
+from hardwire.gen.fpga import (fpga_tools, flow_stage, parse_fmax, parse_utilisation,
+                               uart_divisor)
 from hardwire.gen.native import save_native
 from hardwire.gen.quantize import quantize
 
@@ -35,6 +36,23 @@ def test_parse_nextpnr_log():
                                       "MULT18X18D": (160, 156), "TRELLIS_FF": (10640, 83640)}
     assert parse_fmax(LOG) == (38.52, 25.0)     # the last report: after routing
     assert parse_utilisation("nothing") == {} and parse_fmax("nothing") is None
+
+
+def test_flow_stage_follows_the_nextpnr_log():
+    assert flow_stage("") == "synthesis (yosys)"
+    log = "Info: Packing IOs..\nInfo: Packing LUTs...\n"
+    assert flow_stage(log) == "packing"
+    log += "Info:     at iteration #7, type ALL: wirelen solved = 50913, spread = 246000\n"
+    assert flow_stage(log) == "placement: analytical iteration 7"
+    log += "Info:   at iteration #15: temp = 0.000000, timing cost = 5310, wirelen = 254292\n"
+    assert flow_stage(log) == "placement: refinement iteration 15"
+    router1 = (log + "Info: Routing 77954 arcs.\n"
+               "Info:            |   (re-)routed arcs  |   delta    | remaining|\n"
+               "Info:       2000 |     1373        626 |  674   326 |     77795|       8.66\n")
+    assert flow_stage(router1) == "routing (router1): 77,795 arcs left"
+    router2 = log + "Info:     iter=3 wires=512340 overused=1204 overuse=1388 archfail=NA\n"
+    assert flow_stage(router2) == "routing (router2): iteration 3, 1,204 wires overused"
+    assert flow_stage(router2 + "Info: Program finished normally.\n") == "bitstream"
 
 
 def test_uart_divisor():
@@ -76,6 +94,7 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     code = main(["fpga", str(tmp_path / "minimal.hwq"), "--board", "ulx3s-85f", "--lanes", "1",
                  "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
+    assert "--router router2" in (out / "build" / "build_hardwire_board.sh").read_text()
     # Exit 1 when post-route Fmax misses the 25 MHz oscillator (the bitstream is still written).
     assert report["fits"] and code == (0 if report["clock"]["met"] else 1)
     assert (out / "hardwire_ulx3s-85f.bit").stat().st_size > 100_000

@@ -29,7 +29,7 @@ SIZES = {
     "4M": dict(dim=256, n_layers=5, n_heads=8, n_kv_heads=4, head_dim=32, ffn_dim=768,
                vocab_size=512, max_seq_len=256),
     "15M": dict(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, head_dim=48, ffn_dim=768,
-                vocab_size=32000, max_seq_len=256),
+                vocab_size=32000, max_seq_len=256, tied_embeddings=True),
 }
 PROMPT = [1, 2]
 
@@ -44,8 +44,11 @@ def _emit(**fields):
     print("SCALING " + json.dumps(fields), flush=True)
 
 
-def _run_one(size, lanes, weights, work):
-    """In the child process: every phase prints one ``SCALING {json}`` line as it ends."""
+def _run_one(size, lanes, weights, work, shape):
+    """In the child process: every phase prints one ``SCALING {json}`` line as it ends; a model
+    the quantizer or compiler refuses (a bound of :mod:`hardwire.gen.hardware`) prints a
+    ``refused`` one."""
+    from ..errors import ConfigError
     from ..gen.compile import CompileOptions, compile_model
     from ..gen.quantize import quantize
     from ..gen.synthetic import random_model, random_spec
@@ -54,13 +57,17 @@ def _run_one(size, lanes, weights, work):
 
     work = Path(work)
     start = time.monotonic()
-    loaded = random_model(random_spec(name=f"random-{size}", **SIZES[size]), seed=1)
-    qm = quantize(loaded, weights=weights)
-    _emit(phase="quantize", seconds=time.monotonic() - start, params=loaded.spec.n_params,
-          rom_bits=sum(qm.rom_bits().values()))
-    options = CompileOptions(weights=weights, lanes=lanes)
-    start = time.monotonic()
-    decoder, manifest = compile_model(qm, options, work / "rtl", source_hash="")
+    loaded = random_model(random_spec(name=f"random-{size}", **shape), seed=1)
+    try:
+        qm = quantize(loaded, weights=weights)
+        _emit(phase="quantize", seconds=time.monotonic() - start, params=loaded.spec.n_params,
+              rom_bits=sum(qm.rom_bits().values()))
+        options = CompileOptions(weights=weights, lanes=lanes)
+        start = time.monotonic()
+        decoder, manifest = compile_model(qm, options, work / "rtl", source_hash="")
+    except ConfigError as exc:
+        _emit(phase="refused", reason=str(exc))
+        return
     _emit(phase="compile", seconds=time.monotonic() - start,
           verilog_bytes=manifest["files"]["verilog_bytes"],
           rom_files=len(manifest["files"]["rom_files"]),
@@ -78,12 +85,15 @@ def _run_one(size, lanes, weights, work):
           token_exact=exact, peak_bytes=_peak_bytes())
 
 
-def measure_size(size, lanes, work, *, weights="int8", timeout_s=900, on_phase=None):
-    """Measure one entry of :data:`SIZES` in a child process; returns a dict with every phase
-    that finished, ``finished`` and, when it did not, ``stopped`` (the reason)."""
+def measure_size(size, lanes, work, *, weights="int8", timeout_s=900, on_phase=None,
+                 shape=None):
+    """Measure one entry of :data:`SIZES` (or a model of ``shape``, :class:`ModelSpec` fields,
+    named ``size``) in a child process; returns a dict with every phase that finished,
+    ``finished`` and, when it did not, ``stopped`` (the reason: over the budget, refused by the
+    quantizer or compiler, or the end of the child's output when it failed)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     argv = [sys.executable, "-m", "hardwire.benchmarks.scaling", size, str(lanes), weights,
-            str(work)]
+            str(work), json.dumps(SIZES[size] if shape is None else shape)]
     record = {"size": size, "lanes": lanes, "weights": weights, "phases": {}}
     start = time.monotonic()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -93,7 +103,11 @@ def measure_size(size, lanes, work, *, weights="int8", timeout_s=900, on_phase=N
             for line in child.stdout:
                 if line.startswith("SCALING "):
                     fields = json.loads(line[len("SCALING "):])
-                    record["phases"][fields.pop("phase")] = fields
+                    phase = fields.pop("phase")
+                    if phase == "refused":
+                        record["stopped"] = f"refused: {fields['reason']}"
+                        continue
+                    record["phases"][phase] = fields
                     if on_phase:
                         on_phase(size, record)
                 else:
@@ -136,4 +150,4 @@ def scaling(work, *, sizes=LADDER, lanes=16, weights="int8", timeout_s=900,
 
 
 if __name__ == "__main__":
-    _run_one(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    _run_one(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], json.loads(sys.argv[5]))

@@ -67,6 +67,14 @@ def test_scaling_worker_on_the_smoke_size(tmp_path):
     assert record["peak_bytes"] > 0 and record["to_first_token_s"] > 0
 
 
+def test_scaling_records_a_size_the_compiler_refuses(tmp_path):
+    shape = {**scaling.SIZES["tiny"], "max_seq_len": 1 << 17}    # past the 2^16 context bound
+    record = scaling.measure_size("refused", 4, tmp_path, timeout_s=600, shape=shape)
+    assert not record["finished"] and record["phases"] == {}
+    assert record["stopped"] == "refused: context must be an integer in 1..65536, not 131072"
+    assert "\n" not in record["stopped"]
+
+
 def test_scaling_stops_at_the_budget(tmp_path):
     record = scaling.measure_size("tiny", 4, tmp_path, timeout_s=1)
     assert not record["finished"] and "budget" in record["stopped"]

@@ -96,6 +96,9 @@ def markdown(record):
            f"{record['date']} on {m['host']}: {m['cpu']}, {m['cores']} cores, Python "
            f"{m['python']}; " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
            "", "Figures: median (min–max) over the repeats stated.", ""]
+    if record.get("measured_at"):
+        out += ["Sections measured at: " + ", ".join(
+            f"{section} {when}" for section, when in record["measured_at"].items()), ""]
     if "engines" in record:
         out += ["## Engines (tokens/s, one run)", "", _table(
             ["engine", "tokens/s", "× float", "note"],

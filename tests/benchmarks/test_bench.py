@@ -110,6 +110,8 @@ def test_a_later_run_keeps_the_other_sections(tmp_path):
     assert record["quality"] == quality and record["scaling"] == []
     assert record["measured_at"] == {"quality": "2026-11-23T01:00:00+00:00",
                                      "scaling": "2026-11-23T02:00:00+00:00"}
+    assert ("Sections measured at: scaling 2026-11-23T02:00:00+00:00, quality "
+            "2026-11-23T01:00:00+00:00") in (tmp_path / "2026-11-23-h.md").read_text()
 
 
 def test_a_failing_section_keeps_the_others(tmp_path, monkeypatch, capsys):

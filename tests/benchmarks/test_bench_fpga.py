@@ -148,9 +148,11 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
 
     seen = []
 
-    def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1):
+    def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed, router,
+                    progress):
         lanes = manifest["config"]["lanes"]
-        seen.append((lanes, manifest["config"]["weights"], clock_mhz, baud, out_dir.name))
+        seen.append((lanes, manifest["config"]["weights"], clock_mhz, baud, seed, router,
+                     out_dir.name))
         assert (out_dir / "rtl" / "manifest.json").is_file()
         return _report(lanes, 20_000, 50.0, manifest["cycles_per_token"]["per_pos"][0])
 
@@ -160,6 +162,6 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
                  "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     [path] = out.glob("*.json")
     four, too_many = json.loads(path.read_text())["fpga"]["points"]
-    assert seen == [(4, "int8", None, fpga_command.DEFAULT_BAUD, "fpga-4")]
+    assert seen == [(4, "int8", None, fpga_command.DEFAULT_BAUD, 1, "router2", "fpga-4")]
     assert four["fits"] and four["cycles_per_token"]["pos0"] > 0
     assert too_many["lanes"] == 999 and "lanes must be an integer from 1 to" in too_many["error"]

@@ -10,8 +10,7 @@ from quant_helpers import random_loaded
 from hardwire.cli import main
 from hardwire.errors import ConfigError
 from hardwire.gen.boards import BOARDS, board_named, plan_pll
-from hardwire.gen.fpga import (fpga_tools, flow_stage, parse_fmax, parse_utilisation,
-                               uart_divisor)
+from hardwire.gen.fpga import flow_stage, fpga_tools, parse_fmax, parse_utilisation, uart_divisor
 from hardwire.gen.native import save_native
 from hardwire.gen.quantize import quantize
 

@@ -165,7 +165,7 @@ def _tail(path, n=3000):
 
 
 # What nextpnr is doing, from the last line of its log that says (placement and routing of a
-# large design take most of an hour, so the user sees the stage and how far it has come).
+# large design take half an hour or more, so the user sees the stage and how far it has come).
 _STAGES = (
     (re.compile(r"Program finished normally"), lambda m: "bitstream"),
     (re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)"),

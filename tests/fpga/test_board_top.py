@@ -4,7 +4,7 @@ lines with real bit timing: bytes in, tokens out, equal to the golden model. One
 random model (~10 s with a cold Verilator cache), one bench run (~5 s)."""
 
 import pytest
-from board_helpers import DIVISOR, session, tiny_model_id, tiny_qm
+from board_helpers import DIVISOR, ENGINES, session, tiny_model_id, tiny_qm
 
 from hardwire.board_link import command, parse_reply, session_commands
 from hardwire.hdl.board_top import (
@@ -25,7 +25,9 @@ def qm():
     return tiny_qm()
 
 
-def test_bytes_in_tokens_out(qm, verilator_cache, tmp_path):
+# The iCEBreaker carries the serial engine: its board top is proven the same way.
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bytes_in_tokens_out(qm, engine, verilator_cache, tmp_path):
     golden = GoldenModel(qm)
     first = session_commands([3, 7, 1], 6)
     # The same sequence continued: the last generated token goes back in as a prompt token.
@@ -37,11 +39,11 @@ def test_bytes_in_tokens_out(qm, verilator_cache, tmp_path):
     full = session_commands([1] * 9, 10)   # context 12: the 4th new token is not fed back
     junk = [bytes([0x7E]), command(OP_STATUS)]
     commands = [*first, *second, *fresh, *bad_token, *recover, *full, *junk]
-    top, result = session(qm, commands, verilator_cache, tmp_path)
+    top, result = session(qm, commands, verilator_cache, tmp_path, engine)
     assert result["idle_after"]
     replies = [parse_reply(bytes(b for frame in r for b in frame)) for r in result["replies"]]
     assert len(replies) == len(commands)
-    assert all(r.status.value == tiny_model_id(qm) for r in replies)
+    assert all(r.status.value == tiny_model_id(qm, engine) for r in replies)
     at = iter(replies)
 
     def take(cmds):
@@ -71,10 +73,11 @@ def test_bytes_in_tokens_out(qm, verilator_cache, tmp_path):
     assert r[1].status.context_full
 
 
-def test_token_pacing(qm, verilator_cache, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_token_pacing(qm, engine, verilator_cache, tmp_path):
     """Generated token frames leave every max(cycles per token, 30 bit periods) cycles."""
     commands = session_commands([5, 6], 5)
-    top, result = session(qm, commands, verilator_cache, tmp_path)
+    top, result = session(qm, commands, verilator_cache, tmp_path, engine)
     dec = top.decoder
     starts = result["frame_cycles"][-1][:-1]      # the 5 token frames
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]

@@ -254,10 +254,17 @@ def _limits(report, manifest):
     cyc = manifest["cycles_per_token"]
     first = min(cyc["at_pos"], key=int)
     ideal = cyc["mac_lanes_ideal"][first]
-    out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
+    if manifest["config"].get("engine") == "serial":
+        out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
+               f"on the serial engine ({ideal:,} multiply-accumulates, two cycles each, and every "
+               f"requantization, norm gain and softmax step on a shift-add multiplier, 16-27 "
+               f"cycles each): one multiplier does all the work, which is what makes it small"]
+    else:
+        out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
            f"with {lanes} lanes ({ideal:,} if every cycle did {lanes} multiply-accumulates): one "
            f"token is in flight and the units run one after another, so one ROM read port "
-           f"works at a time; more lanes make the ROM words wider (more block RAMs side by side)"]
+           f"works at a time; more lanes make the ROM words wider (more block RAMs side by "
+           f"side)"]
     speed = report["tokens_per_s"]
     if speed["uart_limit"] < speed["at_fmax"]["pos0"]:
         out.append(f"link: a token frame is {FRAME_BITS} bits, so {report['uart']['baud']} baud "

@@ -110,10 +110,12 @@ def run(args):
     _, qm, _, manifest = compile_from_args(args, out)
     cyc = manifest["cycles_per_token"]
     roms = manifest["files"]["rom_files"]
+    config = manifest["config"]
+    engine = "serial engine" if config["engine"] == "serial" else f"lanes {config['lanes']}"
     console.print(f"wrote {out / manifest['files']['verilog']} "
                   f"({manifest['files']['verilog_bytes']:,} bytes), "
                   f"{f'{len(roms)} ROM files, ' if roms else ''}{out / 'manifest.json'}: "
-                  f"{qm.spec.name}, {manifest['config']['weights']}, lanes "
-                  f"{manifest['config']['lanes']}, {manifest['rom_bits']['total']:,} ROM bits; "
+                  f"{qm.spec.name}, {config['weights']}, {engine}, "
+                  f"{manifest['rom_bits']['total']:,} ROM bits; "
                   f"{cyc['formula']}")
     return 0

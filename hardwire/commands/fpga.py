@@ -105,8 +105,10 @@ def run(args):
     if not report["fits"]:
         over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "
                          f"{r['available']:,})" for r in report["resources"] if r["over"])
+        hint = "--engine serial" if report["config"].get("engine") != "serial" else \
+            "a smaller model"
         console.print(f"does not fit {board.name}: over in {over}. Try fewer --lanes, "
-                      f"--weights int4 or ternary, or a smaller --context.")
+                      f"--weights int4 or ternary, a smaller --context or {hint}.")
         console.print(f"report: {out / 'report.json'}")
         return 1
     console.print(_speed_table(report))

@@ -83,7 +83,7 @@ def run(args):
     name = Path(str(args.model).rstrip("/")).name or "model"
     build = Path(args.build_dir or f"build/verify/{name}-{options.weights}"
                  f"{'' if options.group_size is None else f'-g{options.group_size}'}"
-                 f"-{options.lanes}")
+                 f"-{'serial' if options.engine == 'serial' else options.lanes}")
     model, qm, decoder, manifest = compile_from_args(args, build / "rtl")
     prompts = _prompts(model, args)
     golden = GoldenModel(qm)
@@ -117,8 +117,9 @@ def run(args):
                 return 1
 
     how = "cached build" if design.model.cached else f"built in {design.build_s:.1f} s"
-    table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, lanes "
-                        f"{options.lanes} ({how}, simulated {run.cycles:,} cycles in "
+    engine = "serial engine" if options.engine == "serial" else f"lanes {options.lanes}"
+    table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, {engine} "
+                        f"({how}, simulated {run.cycles:,} cycles in "
                         f"{run.seconds:.1f} s)")
     for column in ("prompt", "tokens", "text", "cycles/token measured", "estimated", "match"):
         table.add_column(column)

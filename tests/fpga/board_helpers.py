@@ -6,8 +6,8 @@ from hardwire.gen.compile import CompileOptions, inputs_hash
 from hardwire.gen.fpga import model_id
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
-from hardwire.hdl.board_top import BoardTop
 from hardwire.gen.serial_image import serial_image
+from hardwire.hdl.board_top import BoardTop
 from hardwire.hdl.decoder import Decoder
 from hardwire.hdl.serial import SerialDecoder
 from hardwire.sim.verilator import build_verilator, run_bench, verilog_text

@@ -19,10 +19,12 @@ from hardwire.gen.compile import (
     inputs_hash,
     load_options,
     max_lanes,
+    resolve_lanes,
     rom_style,
 )
 from hardwire.gen.quantize import quantize
 from hardwire.gen.rom_files import check_rom_files
+from hardwire.hdl.serial import SerialDecoder
 from hardwire.sim.verilator import VerilatorModel, run_bench
 
 SHAPE = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=24, vocab_size=19,
@@ -55,7 +57,7 @@ def test_manifest_contents(qm, compiled):
     assert manifest["config"] == {"weights": "int8", "group_size": None, "lanes": 4,
                                   "vector_lanes": 4,
                                   "context": qm.context, "rom_style": "auto",
-                                  "weight_format": "int8",
+                                  "engine": "lanes", "weight_format": "int8",
                                   "quantized_context": qm.context}
     assert manifest["rom_bits"]["layers.0.wq"] == qm.rom_bits()["layers.0.wq"]
     assert manifest["rom_bits"]["total"] == sum(qm.rom_bits().values())
@@ -96,6 +98,26 @@ def test_inputs_hash_sees_the_weights(qm):
     assert inputs_hash(qm, CompileOptions()) != inputs_hash(other, CompileOptions())
 
 
+def test_serial_engine(qm, tmp_path):
+    """--engine serial: one multiplier, so lanes resolve to 1 (any --lanes is ignored); its own
+    identity, a deterministic design and a cycle formula that is exact at every position."""
+    options = CompileOptions(lanes=4, engine="serial")
+    assert resolve_lanes(qm, options) == CompileOptions(lanes=1, vector_lanes=1, engine="serial")
+    assert inputs_hash(qm, resolve_lanes(qm, options)) != \
+        inputs_hash(qm, resolve_lanes(qm, CompileOptions(lanes=1)))
+    runs = [compile_model(qm, options, tmp_path / str(k), source_hash="abc") for k in range(2)]
+    assert (tmp_path / "0" / f"{TOP}.v").read_bytes() == (tmp_path / "1" / f"{TOP}.v").read_bytes()
+    decoder, manifest = runs[0]
+    assert isinstance(decoder, SerialDecoder)
+    assert manifest["config"]["engine"] == "serial" and manifest["config"]["lanes"] == 1
+    per_pos = manifest["cycles_per_token"]["per_pos"]
+    assert per_pos == [decoder.cycles_per_token(p) for p in range(qm.context)]
+    first, step = per_pos[0], per_pos[1] - per_pos[0]
+    assert per_pos == [first + step * p for p in range(qm.context)]
+    assert manifest["cycles_per_token"]["formula"].startswith(
+        f"cycles_per_token(pos) = {first} + {step} * pos (serial engine)")
+
+
 def test_lanes_checked_up_front(qm, tmp_path):
     top = max_lanes(qm)
     assert top == max(SHAPE["dim"], SHAPE["ffn_dim"], SHAPE["vocab_size"])
@@ -121,7 +143,8 @@ def test_yaml_options_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("lane: 3\n", r"hw.yaml: unknown key 'lane' \(expected one of weights, group_size, lanes, "
-                  r"context, rom_style, vector_lanes\)$"),
+                  r"context, rom_style, vector_lanes, engine\)$"),
+    ("engine: fast\n", r"hw.yaml: engine must be one of lanes, serial, not 'fast'$"),
     ("rom_style: mem\n", r"hw.yaml: rom_style must be one of auto, inline, files, not 'mem'$"),
     ("lanes: three\n", r"hw.yaml: lanes must be an integer, not 'three'$"),
     ("lanes: true\n", r"hw.yaml: lanes must be an integer, not True$"),

@@ -29,6 +29,14 @@ def test_kjv_micro(weights, lanes, verilator_cache, tmp_path, capsys):
     assert f"3 prompt(s), {3 * N_NEW} tokens equal the golden model" in capsys.readouterr().out
 
 
+# The iCEBreaker design: kjv-micro, ternary, on the serial engine.
+def test_kjv_micro_serial(verilator_cache, tmp_path, capsys):
+    assert verify("kjv-micro", "ternary", 1, tmp_path, verilator_cache,
+                  extra=("--engine", "serial")) == 0
+    out = capsys.readouterr().out
+    assert f"3 prompt(s), {3 * N_NEW} tokens equal the golden model" in out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("weights", "lanes"), [("int8", 16), ("int8", 4), ("int4", 16),
                                                 ("ternary", 32)])

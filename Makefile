@@ -65,8 +65,16 @@ $(PEERS): $(STAMP)
 bench: $(PEERS)  ## engines, lanes, llama.cpp, tool scaling, quality, fpga -> bench/results/ (hours)
 	$(BIN)/hardwire bench $(MODEL) --lanes $(LANES)
 
-fpga: setup  ## synthesis + place-and-route of $(MODEL) for $(BOARD) into build/fpga/$(BOARD)
-	$(BIN)/hardwire fpga $(MODEL) --board $(BOARD) --lanes $(LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ) --out build/fpga/$(BOARD)
+# The iCEBreaker (iCE40 UP5K) takes the bundled micro model, ternary, on the serial engine: the
+# only build of a bundled model that fits its 5,280 logic cells and 30 block RAMs.
+ifeq ($(BOARD),icebreaker)
+FPGA_BUILD = kjv-micro --engine serial --weights ternary
+else
+FPGA_BUILD = $(MODEL) --lanes $(LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ)
+endif
+
+fpga: setup  ## place-and-route $(MODEL) for $(BOARD) into build/fpga/$(BOARD) (BOARD=icebreaker: kjv-micro, serial)
+	$(BIN)/hardwire fpga $(FPGA_BUILD) --board $(BOARD) --out build/fpga/$(BOARD)
 
 silicon: setup  ## mask-ROM chip estimate of $(MODEL) (yosys gate count, cited densities)
 	$(BIN)/hardwire silicon $(MODEL) --lanes $(LANES)

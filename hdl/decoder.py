@@ -1,17 +1,15 @@
 """The whole decoder: token stream in, greedily generated token stream out."""
 
-from amaranth.hdl import Module, Mux, ResetInserter, ResetSignal, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.lib import wiring
 
 from .argmax import Argmax
 from .embedding import Embedding
+from .generation import GenerationLoop, decoder_signature, token_bits
 from .layer import DecoderLayer, requant_matvec
 from .rmsnorm import RMSNorm
 
 __all__ = ["Decoder"]
-
-MAX_NEW_BITS = 16
 
 
 class Decoder(wiring.Component):
@@ -99,17 +97,8 @@ class Decoder(wiring.Component):
         self.norm = RMSNorm(rsqrt_table=p["rsqrt"], **p["norm"])
         self.head = requant_matvec(p["head"])
         self.argmax = Argmax(n=self._vocab, **p["argmax"])
-        self._token_bits = max(16, self._vocab.bit_length())
-        layout = data.StructLayout({"token": unsigned(self._token_bits), "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
-            "max_new": In(MAX_NEW_BITS),
-            "start": In(1),
-            "busy": Out(1),
-            "context_full": Out(1),
-            "error": Out(1),
-        })
+        self._token_bits = token_bits(self._vocab)
+        super().__init__(decoder_signature(self._vocab))
 
     @property
     def vocab(self):
@@ -147,11 +136,9 @@ class Decoder(wiring.Component):
         m.submodules.head = self.head
         m.submodules.argmax = self.argmax
 
-        ctx = self._context
-        pos = Signal(range(ctx + 1))           # position of the next token fed in
-        token = Signal(unsigned(self._token_bits))
-        want = Signal()                        # the token in flight needs its logits
-        left = Signal(MAX_NEW_BITS)            # tokens still to emit
+        loop = GenerationLoop(self, vocab=self._vocab, context=self._context, eos_id=self._eos,
+                              token_bits=self._token_bits)
+        pos, token, want = loop.pos, loop.token, loop.want
 
         # Chain: embedding → layer 0 → layer 1 … → the final norm. The layer's output loops back
         # to its input until the last layer; it takes its own output in the cycle it leaves, so
@@ -176,29 +163,7 @@ class Decoder(wiring.Component):
         wiring.connect(m, self.head.o, self.argmax.i)
         m.d.comb += self.embed.i.payload.eq(token)
 
-        eos_hit, full_next, ends = Signal(), Signal(), Signal()
-        if self._eos is not None:
-            m.d.comb += eos_hit.eq(self.argmax.o.payload == self._eos)
-        m.d.comb += [full_next.eq(pos == ctx), ends.eq((left == 1) | eos_hit | full_next)]
-
-        # start (like rst) resets every register below; in its cycle neither stream transfers.
-        abort = Signal()
-        m.d.comb += abort.eq(self.start | ResetSignal(allow_reset_less=True))
-        with m.FSM(name="control"):
-            with m.State("PROMPT"), m.If(~abort):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    with m.If(self.i.payload.token >= self._vocab):
-                        m.d.sync += self.error.eq(1)
-                        m.next = "HALT"
-                    with m.Elif(pos == ctx):
-                        m.d.sync += self.context_full.eq(1)
-                        m.next = "HALT"
-                    with m.Else():
-                        go = self.i.payload.last & (self.max_new != 0)
-                        m.d.sync += [token.eq(self.i.payload.token), want.eq(go),
-                                     left.eq(self.max_new)]
-                        m.next = "FEED"
+        with m.FSM(name="control", init="PROMPT"):
             with m.State("FEED"):
                 m.d.comb += [self.busy.eq(1), self.embed.i.valid.eq(1)]
                 with m.If(self.embed.i.ready):
@@ -213,21 +178,7 @@ class Decoder(wiring.Component):
                         m.next = "EMIT"
                     with m.Else():
                         m.next = "PROMPT"
-            with m.State("EMIT"):
-                m.d.comb += [self.busy.eq(1), self.o.valid.eq(self.argmax.o.valid & ~abort),
-                             self.argmax.o.ready.eq(self.o.ready & ~abort),
-                             self.o.payload.token.eq(self.argmax.o.payload),
-                             self.o.payload.last.eq(ends)]
-                with m.If(self.o.valid & self.o.ready):
-                    m.d.sync += [left.eq(left - 1), token.eq(self.argmax.o.payload)]
-                    with m.If(ends):
-                        with m.If(full_next & (left != 1) & ~eos_hit):
-                            m.d.sync += self.context_full.eq(1)
-                            m.next = "HALT"
-                        with m.Else():
-                            m.next = "PROMPT"
-                    with m.Else():
-                        m.next = "FEED"
-            with m.State("HALT"):
-                pass                            # until start (or rst)
+            # start (like rst) resets every register; in its cycle neither stream transfers.
+            loop.states(m, result=self.argmax.o.payload, result_valid=self.argmax.o.valid,
+                        result_ready=self.argmax.o.ready)
         return ResetInserter(self.start)(m)

@@ -9,20 +9,18 @@ from amaranth.hdl import (
     Module,
     Mux,
     ResetInserter,
-    ResetSignal,
     Signal,
     signed,
     unsigned,
 )
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
+from ..generation import GenerationLoop, decoder_signature, token_bits
 from .arith import Reciprocal, SeqMul
 
 __all__ = ["SerialDecoder"]
 
-MAX_NEW_BITS = 16
 ACC_BITS = 48           # every accumulator and multiplicand of docs/numerics.md fits
 NORM_STEPS = 24         # fixed normalisation steps of RMSNorm's u (< 2^48): shrink 19, grow 4
 RECIP_SHIFT = 40
@@ -120,17 +118,8 @@ class SerialDecoder(wiring.Component):
         self._eos = image.eos_id
         self._ram, self._ram_depth = _ram_map(image)
         self._ops = _program(image, self._ram)
-        self._token_bits = max(16, self._vocab.bit_length())
-        layout = data.StructLayout({"token": unsigned(self._token_bits), "last": 1})
-        super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
-            "max_new": In(MAX_NEW_BITS),
-            "start": In(1),
-            "busy": Out(1),
-            "context_full": Out(1),
-            "error": Out(1),
-        })
+        self._token_bits = token_bits(self._vocab)
+        super().__init__(decoder_signature(self._vocab))
 
     vocab = property(lambda self: self._vocab)
     context = property(lambda self: self._context)
@@ -275,12 +264,11 @@ class SerialDecoder(wiring.Component):
 
         # Sequencing state (shared by the ops).
         ram_map = self._ram
-        pos = Signal(range(ctx + 1))
+        loop = GenerationLoop(self, vocab=self._vocab, context=ctx, eos_id=self._eos,
+                              token_bits=self._token_bits)
+        pos, token, want = loop.pos, loop.token, loop.want
         pos_rope = Signal(range(ctx * half + 1))    # pos * head_dim/2
         pos_kv = Signal(range(ctx * kvd + 1))       # pos * kv_dim
-        token = Signal(unsigned(self._token_bits))
-        want = Signal()
-        left = Signal(MAX_NEW_BITS)
         best, best_idx = Signal(signed(16)), Signal(unsigned(self._token_bits))
 
         o = Signal(range(max(op["n"] for op in ops) + 1))       # output / element index
@@ -314,6 +302,14 @@ class SerialDecoder(wiring.Component):
             with m.Else():
                 m.d.sync += pc.eq(pc + 1)
                 m.next = "FETCH"
+
+        def next_element(again):
+            """Step ``i``: the op ends after its ``n``-th element, else ``again``."""
+            m.d.sync += i.eq(i + 1)
+            with m.If(i == f["n"] - 1):
+                op_done()
+            with m.Else():
+                m.next = again
 
         def mul_start(a, b, n):
             m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b), mul.n.eq(n)]
@@ -502,11 +498,7 @@ class SerialDecoder(wiring.Component):
             with m.State("NORM_EL_WRITE"):
                 m.d.comb += [r_wr.en.eq(1), r_wr.addr.eq(f["dst"] + i),
                              r_wr.data.eq(sat8)]
-                m.d.sync += i.eq(i + 1)
-                with m.If(i == f["n"] - 1):
-                    op_done()
-                with m.Else():
-                    m.next = "NORM_EL_A"
+                next_element("NORM_EL_A")
 
             # -- RoPE: per head, per pair ----------------------------------------------------
             if im.pairing == "half":
@@ -562,11 +554,8 @@ class SerialDecoder(wiring.Component):
                 m.next = "KV_C"
             with m.State("KV_C"):
                 m.d.comb += [kv_addr.eq(kvp), kv_we.eq(1), kv_wdata.eq(Cat(av[:8], r_sval[:8]))]
-                m.d.sync += [i.eq(i + 1), kvp.eq(kvp + 1)]
-                with m.If(i == f["n"] - 1):
-                    op_done()
-                with m.Else():
-                    m.next = "KV_A"
+                m.d.sync += kvp.eq(kvp + 1)
+                next_element("KV_A")
 
             # -- attention, per head: max pass, softmax pass, reciprocal, output pass --------
             with m.State("ATT_HEAD"):
@@ -666,11 +655,7 @@ class SerialDecoder(wiring.Component):
                 res = Signal(signed(16))
                 saturate(res, av + r_sval)
                 m.d.comb += [r_wr.en.eq(1), r_wr.addr.eq(ram_map["x"] + i), r_wr.data.eq(res)]
-                m.d.sync += i.eq(i + 1)
-                with m.If(i == f["n"] - 1):
-                    op_done()
-                with m.Else():
-                    m.next = "RES_A"
+                next_element("RES_A")
 
             # -- SwiGLU: hid = requant(SILU[gate + 128] * up, M_h, s_h, 8) -------------------
             with m.State("SWI_A"):
@@ -685,28 +670,8 @@ class SerialDecoder(wiring.Component):
                 m.d.sync += acc.eq(fp)
                 m.next = "REQ"
 
-        # -- the generation loop (as Decoder's) ----------------------------------------------
-        eos_hit, full_next, ends = Signal(), Signal(), Signal()
-        if self._eos is not None:
-            m.d.comb += eos_hit.eq(best_idx == self._eos)
-        m.d.comb += [full_next.eq(pos == ctx), ends.eq((left == 1) | eos_hit | full_next)]
-        abort = Signal()
-        m.d.comb += abort.eq(self.start | ResetSignal(allow_reset_less=True))
-        with m.FSM(name="control"):
-            with m.State("PROMPT"), m.If(~abort):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    with m.If(self.i.payload.token >= self._vocab):
-                        m.d.sync += self.error.eq(1)
-                        m.next = "HALT"
-                    with m.Elif(pos == ctx):
-                        m.d.sync += self.context_full.eq(1)
-                        m.next = "HALT"
-                    with m.Else():
-                        go = self.i.payload.last & (self.max_new != 0)
-                        m.d.sync += [token.eq(self.i.payload.token), want.eq(go),
-                                     left.eq(self.max_new)]
-                        m.next = "FEED"
+        # -- the generation loop (Decoder's) ------------------------------------------------
+        with m.FSM(name="control", init="PROMPT"):
             with m.State("FEED"):
                 m.d.comb += [self.busy.eq(1), run.eq(1)]
                 m.next = "RUN"
@@ -719,20 +684,6 @@ class SerialDecoder(wiring.Component):
                         m.next = "EMIT"
                     with m.Else():
                         m.next = "PROMPT"
-            with m.State("EMIT"):
-                m.d.comb += [self.busy.eq(1), self.o.valid.eq(~abort),
-                             self.o.payload.token.eq(best_idx), self.o.payload.last.eq(ends)]
-                with m.If(self.o.valid & self.o.ready):
-                    m.d.sync += [left.eq(left - 1), token.eq(best_idx)]
-                    with m.If(ends):
-                        with m.If(full_next & (left != 1) & ~eos_hit):
-                            m.d.sync += self.context_full.eq(1)
-                            m.next = "HALT"
-                        with m.Else():
-                            m.next = "PROMPT"
-                    with m.Else():
-                        m.next = "FEED"
-            with m.State("HALT"):
-                pass
+            loop.states(m, result=best_idx)
         return ResetInserter(self.start)(m)
 

@@ -69,10 +69,10 @@ BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDS
 _LOG_TAIL = 4000
 
 
-def verilog_text(component, *, name):
+def verilog_text(component, *, name, platform=None):
     """Verilog for ``component`` as top-level module ``name``, without source locations (so the
-    text, and every hash of it, is the same on every machine)."""
-    return verilog.convert(component, name=name, emit_src=False)
+    text, and every hash of it, is the same on every machine), elaborated for ``platform``."""
+    return verilog.convert(component, name=name, emit_src=False, platform=platform)
 
 
 @dataclass(frozen=True)

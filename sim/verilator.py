@@ -165,7 +165,8 @@ def build_verilator(text, *, toplevel, cache_dir, build_args=(), data_files=()):
          "tools": _tool_versions(),
          "data": {n: hashlib.sha256(b).hexdigest() for n, b in data.items()}},
         sort_keys=True).encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir)
+    # Absolute: cocotb's runner starts Verilator inside the build directory.
+    cache_dir = Path(cache_dir).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     build_dir = cache_dir / f"{toplevel}-{key}"
     source = build_dir / f"{toplevel}.v"
@@ -244,7 +245,7 @@ def run_bench(model, *, module, work_dir, params=None, testcase=None, seed=0):
     from cocotb_tools.runner import get_runner
 
     toolchain.activate()
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).absolute()      # the simulator runs inside it
     work_dir.mkdir(parents=True, exist_ok=True)
     params_file = work_dir / "params.json"
     result_file = work_dir / "result.json"

@@ -2,8 +2,8 @@
 """``hardwire compile``: a whole model → ``hardwire_top.v`` + ``manifest.json``.
 
 Options come from ``--config FILE.yaml`` (keys ``weights``, ``group_size``, ``lanes``,
-``context``, ``rom_style``, ``engine``) with command-line flags on top; the manifest records
-what was resolved.
+``context``, ``rom_style``, ``engine``, ``weight_store``) with command-line flags on top; the
+manifest records what was resolved.
 """
 
 import hashlib
@@ -38,6 +38,11 @@ def add_compile_arguments(parser):
                         help="lanes (default): a datapath per unit with --lanes multiply-"
                              "accumulates a cycle; serial: the whole model on one multiplier, "
                              "for the smallest FPGAs (iCE40 UP5K)")
+    parser.add_argument("--weight-store", choices=("rom", "flash"), default=None,
+                        help="rom (default): the weights are constants of the design; flash "
+                             "(serial engine): a RAM takes them at power-up, read from the "
+                             "board's SPI flash (hardwire_weights.bin), so int8 weights fit "
+                             "the iCEBreaker")
     parser.add_argument("--context", type=int, default=None, metavar="N",
                         help="KV cache depth (default: the model's context)")
     parser.add_argument("--rom-style", choices=("auto", "inline", "files"), default=None,
@@ -45,7 +50,7 @@ def add_compile_arguments(parser):
                              "it (default auto: files for large models)")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help="YAML file with any of weights, group_size, lanes, vector_lanes, "
-                             "context, rom_style, engine; flags override it")
+                             "context, rom_style, engine, weight_store; flags override it")
 
 
 def add_arguments(parser):
@@ -60,7 +65,7 @@ def resolve(args):
     options = load_options(args.config, weights=args.weights, group_size=args.group_size,
                            lanes=args.lanes, context=args.context,
                            rom_style=args.rom_style, vector_lanes=args.vector_lanes,
-                           engine=args.engine)
+                           engine=args.engine, weight_store=args.weight_store)
     if args.lanes is None and args.config is None:
         options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
     return options

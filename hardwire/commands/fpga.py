@@ -4,7 +4,8 @@ routed with the YoWASP tools; prints what it uses, its Fmax and the tokens per s
 
 Writes into ``--out`` (default ``build/fpga/BOARD``): ``rtl/`` (``hardwire_top.v`` and
 ``manifest.json``, as ``hardwire compile``), ``build/`` (the Amaranth build tree and tool logs),
-the bitstream ``hardwire_BOARD.bit``/``.bin`` and ``report.json`` beside it.
+the bitstream ``hardwire_BOARD.bit``/``.bin`` and ``report.json`` beside it, and with
+``--weight-store flash`` the weights image ``hardwire_weights.bin`` for the SPI flash.
 
 Exit status 0 when the design fits and meets the clock; 1 when it does not fit (no bitstream;
 the table and report say by how much per resource) or when post-route Fmax is below the clock
@@ -105,8 +106,13 @@ def run(args):
     if not report["fits"]:
         over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "
                          f"{r['available']:,})" for r in report["resources"] if r["over"])
-        hint = "--engine serial" if report["config"].get("engine") != "serial" else \
-            "a smaller model"
+        config = report["config"]
+        if config.get("engine") != "serial":
+            hint = "--engine serial"
+        elif config.get("weight_store", "rom") == "rom" and board.family == "ice40":
+            hint = "--weight-store flash (weights in SPRAM, read from SPI flash)"
+        else:
+            hint = "a smaller model"
         console.print(f"does not fit {board.name}: over in {over}. Try fewer --lanes, "
                       f"--weights int4 or ternary, a smaller --context or {hint}.")
         console.print(f"report: {out / 'report.json'}")
@@ -121,4 +127,11 @@ def run(args):
         console.print(f"limit: {line}")
     console.print(f"bitstream: {out / report['files']['bitstream']}, report: "
                   f"{out / 'report.json'} ({report['times_s']['flow']:.0f} s in the tools)")
+    flash = report.get("flash")
+    if flash:
+        console.print(f"weights: {out / report['files']['weights_image']} ({flash['bytes']:,} "
+                      f"bytes, CRC-32 {flash['crc32']}) go into the SPI flash at "
+                      f"{flash['offset']}; the board reads them in {flash['load_ms']:g} ms after "
+                      f"power-up and reports WEIGHTS_ERROR if they are not this design's. "
+                      f"Program with: {'; '.join(flash['program'])} (in {out})")
     return 0 if clock["met"] else 1

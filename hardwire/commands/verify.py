@@ -83,7 +83,8 @@ def run(args):
     name = Path(str(args.model).rstrip("/")).name or "model"
     build = Path(args.build_dir or f"build/verify/{name}-{options.weights}"
                  f"{'' if options.group_size is None else f'-g{options.group_size}'}"
-                 f"-{'serial' if options.engine == 'serial' else options.lanes}")
+                 f"-{'serial' if options.engine == 'serial' else options.lanes}"
+                 f"{'-flash' if options.weight_store == 'flash' else ''}")
     model, qm, decoder, manifest = compile_from_args(args, build / "rtl")
     prompts = _prompts(model, args)
     golden = GoldenModel(qm)
@@ -118,6 +119,8 @@ def run(args):
 
     how = "cached build" if design.model.cached else f"built in {design.build_s:.1f} s"
     engine = "serial engine" if options.engine == "serial" else f"lanes {options.lanes}"
+    if options.weight_store == "flash":
+        engine += ", weights streamed in as from flash"
     table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, {engine} "
                         f"({how}, simulated {run.cycles:,} cycles in "
                         f"{run.seconds:.1f} s)")

@@ -3,9 +3,7 @@ datapath (the iCE40 UP5K)."""
 
 from amaranth.hdl import (
     Cat,
-    ClockSignal,
     Const,
-    Instance,
     Module,
     Mux,
     ResetInserter,
@@ -13,8 +11,9 @@ from amaranth.hdl import (
     signed,
     unsigned,
 )
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
 
 from ..generation import GenerationLoop, decoder_signature, token_bits
 from .arith import Reciprocal, SeqMul
@@ -32,6 +31,7 @@ from .program import (
     program,
     ram_map,
 )
+from .single_port_ram import SinglePortRAM
 
 __all__ = ["SerialDecoder"]
 
@@ -41,7 +41,7 @@ RECIP_SHIFT = 40
 EXP_FRAC_BITS = 8
 ROPE_FRAC_BITS = 14
 RSQRT_BITS, RSQRT_BASE = 20, 256
-SPRAM_WORDS = 1 << 14    # one UP5K SB_SPRAM256KA: 16k x 16 bits
+WEIGHT_STORES = ("rom", "flash")
 
 
 class SerialDecoder(wiring.Component):
@@ -58,8 +58,19 @@ class SerialDecoder(wiring.Component):
     Parameters
     ----------
     image : :class:`hardwire.gen.serial_image.SerialImage`
+    weight_store : ``"rom"`` or ``"flash"``
+        ``"rom"``: the weights are ROM constants of the design. ``"flash"``: they are not in the
+        design at all; a RAM of :attr:`weight_words` 16-bit words (SPRAM on the UP5K) takes
+        them, packed as :func:`~hardwire.gen.serial_image.packed_weights` lays them out, from
+        the ``weights`` stream after reset (the board top reads them from SPI flash).
 
-    Members and protocol are those of :class:`~hardwire.hdl.decoder.Decoder`.
+    Members and protocol are those of :class:`~hardwire.hdl.decoder.Decoder`; with
+    ``weight_store="flash"`` also
+
+    weights : ``In(stream.Signature(16))``
+        The packed weight words, in address order, once after reset: ``ready`` is high until
+        the last one is taken. Until then ``busy`` is high and ``i.ready`` low; ``start`` does
+        not clear the loaded weights (``rst`` does).
 
     Timing
     ------
@@ -68,19 +79,42 @@ class SerialDecoder(wiring.Component):
     depends on the data.
     """
 
-    def __init__(self, *, image):
+    def __init__(self, *, image, weight_store="rom"):
+        from ...gen.serial_image import packed_weights
+        if weight_store not in WEIGHT_STORES:
+            raise ValueError(f"weight_store must be one of {', '.join(WEIGHT_STORES)}, not "
+                             f"{weight_store!r}")
         self._image = image
+        self._weight_store = weight_store
+        self._weight_words = packed_weights(image) if weight_store == "flash" else None
         self._vocab, self._dim, self._context = image.vocab, image.dim, image.context
         self._eos = image.eos_id
         self._ram, self._ram_depth = ram_map(image)
         self._ops = program(image, self._ram)
         self._token_bits = token_bits(self._vocab)
-        super().__init__(decoder_signature(self._vocab))
+        signature = decoder_signature(self._vocab)
+        if weight_store == "flash":
+            signature = wiring.Signature({**signature.members,
+                                          "weights": In(stream.Signature(16))})
+        super().__init__(signature)
 
     vocab = property(lambda self: self._vocab)
     context = property(lambda self: self._context)
     eos_id = property(lambda self: self._eos)
     n_layers = property(lambda self: len(self._image.layers))
+    weight_store = property(lambda self: self._weight_store)
+
+    @property
+    def weight_words(self):
+        """The packed weight words the ``weights`` stream takes (``None`` for ``"rom"``)."""
+        return self._weight_words
+
+    @property
+    def weight_image(self):
+        """``(bytes, crc32)`` of :attr:`weight_words` as the flash holds them
+        (:func:`~hardwire.gen.serial_image.weight_flash_image`); ``None`` for ``"rom"``."""
+        from ...gen.serial_image import weight_flash_image
+        return weight_flash_image(self._image) if self._weight_store == "flash" else None
 
     # -- timing ------------------------------------------------------------------------------
 
@@ -136,33 +170,28 @@ class SerialDecoder(wiring.Component):
         kvd = im.n_kv_heads * hd
         group = im.n_heads // im.n_kv_heads
 
-        wrom = Memory(shape=signed(im.weight_bits), depth=len(im.weights), init=im.weights)
+        top = Module()              # what start does not reset: the weight loading
         crom = Memory(shape=unsigned(16), depth=len(im.consts), init=im.consts)
         ram = Memory(shape=unsigned(16), depth=self._ram_depth, init=[])
-        m.submodules.wrom, m.submodules.crom, m.submodules.ram = wrom, crom, ram
+        m.submodules.crom, m.submodules.ram = crom, ram
         self._probe = {"ram": ram}              # for tests that compare intermediates
-        w_rd, c_rd, r_rd, r_wr = wrom.read_port(), crom.read_port(), ram.read_port(), \
-            ram.write_port()
+        c_rd, r_rd, r_wr = crom.read_port(), ram.read_port(), ram.write_port()
 
-        # The KV cache has one port (an address, write data and enable, read data the next
-        # cycle), so that on the UP5K it is a single-port SPRAM: yosys cannot infer one from a
-        # memory that Amaranth gives an initial value.
-        kv_depth = max(1, self.n_layers * ctx * kvd)
-        kv_addr, kv_wdata, kv_we = Signal(range(kv_depth)), Signal(16), Signal()
-        kv_rdata = Signal(16)
-        if str(getattr(platform, "family", "")).lower() == "ice40" and kv_depth <= SPRAM_WORDS:
-            m.submodules.kv = Instance(
-                "SB_SPRAM256KA", i_ADDRESS=kv_addr, i_DATAIN=kv_wdata, i_MASKWREN=0b1111,
-                i_WREN=kv_we, i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0,
-                i_POWEROFF=1, o_DATAOUT=kv_rdata)
+        # Weight reads: the address in one cycle, the weight the next.
+        w_addr = Signal(range(len(im.weights) + 1))
+        loaded = Signal(init=self._weight_store == "rom")
+        if self._weight_store == "rom":
+            wrom = Memory(shape=signed(im.weight_bits), depth=len(im.weights), init=im.weights)
+            m.submodules.wrom = wrom
+            w_rd = wrom.read_port()
+            m.d.comb += w_rd.addr.eq(w_addr)
+            w_val = w_rd.data
         else:
-            kv = Memory(shape=unsigned(16), depth=kv_depth, init=[])
-            m.submodules.kv = kv
-            self._probe["kv"] = kv
-            kv_rd, kv_wr = kv.read_port(), kv.write_port()
-            m.d.comb += [kv_rd.addr.eq(kv_addr), kv_wr.addr.eq(kv_addr), kv_rd.en.eq(~kv_we),
-                         kv_wr.en.eq(kv_we), kv_wr.data.eq(kv_wdata), kv_rdata.eq(kv_rd.data)]
-        w_val = w_rd.data
+            w_val = self._weight_ram(m, top, platform, w_addr, loaded)
+
+        # The KV cache has one port, so that on the UP5K it is an SPRAM.
+        m.submodules.kv = kv = SinglePortRAM(self.n_layers * ctx * kvd)
+        kv_addr, kv_wdata, kv_we, kv_rdata = kv.addr, kv.wdata, kv.we, kv.rdata
         c_val, c_sval = c_rd.data, c_rd.data.as_signed()
         r_sval = r_rd.data.as_signed()
         k_val, v_val = kv_rdata[:8].as_signed(), kv_rdata[8:].as_signed()
@@ -221,7 +250,7 @@ class SerialDecoder(wiring.Component):
         # Sequencing state (shared by the ops).
         ram_map = self._ram
         loop = GenerationLoop(self, vocab=self._vocab, context=ctx, eos_id=self._eos,
-                              token_bits=self._token_bits)
+                              token_bits=self._token_bits, hold=~loaded)
         pos, token, want = loop.pos, loop.token, loop.want
         pos_rope = Signal(range(ctx * half + 1))    # pos * head_dim/2
         pos_kv = Signal(range(ctx * kvd + 1))       # pos * kv_dim
@@ -331,7 +360,7 @@ class SerialDecoder(wiring.Component):
                 m.d.sync += s_r.eq(c_val)
                 m.next = "EMB_EL_A"
             with m.State("EMB_EL_A"):
-                m.d.comb += [w_rd.addr.eq(wp), c_rd.addr.eq(gp)]
+                m.d.comb += [w_addr.eq(wp), c_rd.addr.eq(gp)]
                 m.next = "EMB_EL_B"
             with m.State("EMB_EL_B"):
                 m.d.sync += [wp.eq(wp + 1), ig.eq(ig + 1)]
@@ -387,7 +416,7 @@ class SerialDecoder(wiring.Component):
                 m.d.sync += [s_r.eq(c_val), acc.eq(0), accj.eq(0), i.eq(0), ig.eq(0)]
                 m.next = "MV_MAC_A"
             with m.State("MV_MAC_A"):
-                m.d.comb += [w_rd.addr.eq(wp), r_rd.addr.eq(f["src"] + i)]
+                m.d.comb += [w_addr.eq(wp), r_rd.addr.eq(f["src"] + i)]
                 m.next = "MV_MAC_B"
             with m.State("MV_MAC_B"):
                 m.d.comb += [fa.eq(w_val), fb.eq(r_sval)]
@@ -641,5 +670,30 @@ class SerialDecoder(wiring.Component):
                     with m.Else():
                         m.next = "PROMPT"
             loop.states(m, result=best_idx)
-        return ResetInserter(self.start)(m)
+        with m.If(~loaded):
+            m.d.comb += self.busy.eq(1)
+        top.submodules.engine = ResetInserter(self.start)(m)
+        return top
+
+    def _weight_ram(self, m, top, platform, w_addr, loaded):
+        """The weights RAM of ``weight_store="flash"``, written from ``weights`` until
+        ``loaded``; returns the weight at the address of the cycle before."""
+        from ...gen.serial_image import weight_lane_bits
+        words, lane = self._weight_words, weight_lane_bits(self._image)
+        select_bits = (16 // lane - 1).bit_length()
+        m.submodules.wram = wram = SinglePortRAM(len(words))
+        self._probe["wram"] = wram
+        count = Signal(range(len(words)))
+        take = self.weights.valid & ~loaded
+        top.d.comb += self.weights.ready.eq(~loaded)
+        with top.If(take):
+            top.d.sync += count.eq(count + 1)
+            with top.If(count == len(words) - 1):
+                top.d.sync += loaded.eq(1)
+        field = Signal(range(1 << select_bits)) if select_bits else Const(0)
+        m.d.comb += [wram.addr.eq(Mux(loaded, w_addr >> select_bits, count)),
+                     wram.wdata.eq(self.weights.payload), wram.we.eq(take)]
+        if select_bits:
+            m.d.sync += field.eq(w_addr[:select_bits])
+        return wram.rdata.word_select(field, lane).as_signed()
 

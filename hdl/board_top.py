@@ -184,7 +184,7 @@ class BoardTop(wiring.Component):
                         m.d.sync += [arg[8:].eq(byte), received.eq(0)]
                         m.next = "DISPATCH"
             with m.State("DISPATCH"), m.Switch(opcode):
-                with m.Case(OP_START), m.If(~dec.busy):
+                with m.Case(OP_START), m.If(~dec.busy & weights_ready):
                     # Only pulse start when idle: start would abort a generation.
                     m.d.comb += dec.start.eq(1)
                     m.d.sync += [max_new.eq(arg), link_error.eq(0)]

@@ -6,21 +6,25 @@ the decoder are all under test. Nothing is read from inside the design.
 
 Parameters (:func:`hardwire.sim.cocotb_stream.params`): ``divisor``; ``commands``, a list of
 byte lists, each sent as it is (a command frame, or anything else); ``max_cycles``, the longest
-wait for the next reply byte. After each command the bench reads reply frames (3 bytes) until a
+wait for the next reply byte; for a top that reads its weights from SPI flash, ``flash``:
+``{byte address: list of bytes}``, what the flash model (:mod:`hardwire.sim.spi_flash_model`) on
+its ``flash_*`` lines holds. After each command the bench reads reply frames (3 bytes) until a
 status frame (``FLAG_TOKEN`` clear) arrives, then sends the next command.
 
 Result: ``replies``, per command the list of reply frames (each a list of 3 bytes), and
 ``frame_cycles``, per command the cycle at which each frame's start bit began (cycles counted
 from reset release), and ``idle_after``: whether ``tx`` stayed idle for 40 bit periods after the
-last status frame (no unexpected bytes).
+last status frame (no unexpected bytes), and with ``flash`` also ``flash_commands``: the
+commands the flash saw (opcode, start address, bytes read).
 """
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, Timer, ValueChange
 from cocotb.utils import get_sim_time
 
 from hardwire.hdl.board_top import FLAG_TOKEN, FRAME_BYTES
 from hardwire.sim.cocotb_stream import params, start, write_result
+from hardwire.sim.spi_flash_model import SPIFlashModel
 
 PERIOD_NS = 10
 
@@ -74,11 +78,24 @@ async def receive_reply(dut, divisor, max_cycles):
             return frames, cycles
 
 
+async def serve_flash(dut, model):
+    """The flash on the ``flash_*`` lines: answers every change of ``cs`` and ``sck``."""
+    while True:
+        await First(ValueChange(dut.flash_sck), ValueChange(dut.flash_cs))
+        dut.flash_cipo.value = model.update(int(dut.flash_cs.value), int(dut.flash_sck.value),
+                                            int(dut.flash_copi.value), get_sim_time("ns"))
+
+
 @cocotb.test()
 async def board_session(dut):
     p = params()
     divisor = p["divisor"]
     dut.rx.value = 1
+    flash = None
+    if "flash" in p:
+        flash = SPIFlashModel({int(a): bytes(d) for a, d in p["flash"].items()})
+        dut.flash_cipo.value = 1
+        cocotb.start_soon(serve_flash(dut, flash))
     await start(dut, period_ns=PERIOD_NS)
     replies, frame_cycles = [], []
     for command in p["commands"]:
@@ -90,4 +107,7 @@ async def board_session(dut):
         frame_cycles.append(cycles)
     quiet = Timer(40 * divisor * PERIOD_NS, unit="ns")
     idle_after = await First(FallingEdge(dut.tx), quiet) is quiet
-    write_result({"replies": replies, "frame_cycles": frame_cycles, "idle_after": idle_after})
+    result = {"replies": replies, "frame_cycles": frame_cycles, "idle_after": idle_after}
+    if flash is not None:
+        result["flash_commands"] = flash.commands
+    write_result(result)

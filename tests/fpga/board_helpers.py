@@ -12,14 +12,16 @@ from hardwire.gen.serial_image import serial_image
 from hardwire.hdl.board_top import BoardTop
 from hardwire.hdl.decoder import Decoder
 from hardwire.hdl.serial import SerialDecoder
+from hardwire.hdl.weight_loader import FLASH_OFFSET
 from hardwire.sim.verilator import build_verilator, run_bench, verilog_text
 
 __all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "tiny_qm", "tiny_model_id", "board",
            "session"]
 
 # "serial-spram": the serial engine as the iCEBreaker build elaborates it, its KV cache an
-# SB_SPRAM256KA simulated by yosys's own model of the primitive.
-ENGINES = ("lanes", "serial", "serial-spram")
+# SB_SPRAM256KA simulated by yosys's own model of the primitive; "serial-flash": that, with the
+# weights in SPRAM too, read at power-up from the SPI flash model.
+ENGINES = ("lanes", "serial", "serial-spram", "serial-flash")
 
 
 class _ICE40:
@@ -40,37 +42,49 @@ LANES = 4
 DIVISOR = 5
 
 
-def tiny_qm():
-    return quantize(random_loaded(3, **TINY), weights="int8")
+def tiny_qm(seed=3):
+    return quantize(random_loaded(seed, **TINY), weights="int8")
 
 
 def tiny_model_id(qm, engine="lanes"):
     """The model id ``hardwire fpga`` gives this design (``--lanes 4`` or ``--engine serial``,
-    int8)."""
-    options = CompileOptions(lanes=1, vector_lanes=1, engine="serial") \
+    int8, ``--weight-store flash`` for "serial-flash")."""
+    store = "flash" if engine == "serial-flash" else "rom"
+    options = CompileOptions(lanes=1, vector_lanes=1, engine="serial", weight_store=store) \
         if engine.startswith("serial") \
         else CompileOptions(lanes=LANES, vector_lanes=LANES)
     return model_id({"inputs_sha256": inputs_hash(qm, options)})
 
 
 def board(qm, engine="lanes"):
-    decoder = SerialDecoder(image=serial_image(qm)) if engine.startswith("serial") else \
-        Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
+    store = "flash" if engine == "serial-flash" else "rom"
+    decoder = SerialDecoder(image=serial_image(qm), weight_store=store) \
+        if engine.startswith("serial") \
+        else Decoder(params=decoder_params(qm, HardwareConfig(lanes=LANES)))
     return BoardTop(decoder=decoder, divisor=DIVISOR, model_id=tiny_model_id(qm, engine))
 
 
-def session(qm, commands, cache, work, engine="lanes"):
+def session(qm, commands, cache, work, engine="lanes", flash=None):
     """Send ``commands`` (byte strings) to the board top of ``engine`` on Verilator; returns
-    ``(top, result)`` (:mod:`hardwire.sim.bench_board`)."""
+    ``(top, result)`` (:mod:`hardwire.sim.bench_board`). ``flash`` (``{address: bytes}``, for
+    "serial-flash"): the flash contents; by default the design's weights image at
+    :data:`FLASH_OFFSET`."""
     top = board(qm, engine)
-    if engine == "serial-spram":
+    params = {"divisor": DIVISOR, "commands": [list(c) for c in commands]}
+    if engine in ("serial-spram", "serial-flash"):
         text = verilog_text(top, name="board_top", platform=_ICE40())
-        assert "SB_SPRAM256KA kv" in text           # the primitive, not a Memory
+        # The primitives, not Memories: the KV cache, and the weights of "serial-flash".
+        assert text.count("SB_SPRAM256KA ") == (2 if engine == "serial-flash" else 1)
         text += _spram_model()
     else:
         text = verilog_text(top, name="board_top")
+    wait = 0
+    if engine == "serial-flash":
+        if flash is None:
+            flash = {FLASH_OFFSET: top.decoder.weight_image[0]}
+        params["flash"] = {str(a): list(d) for a, d in flash.items()}
+        wait = top.loader.cycles                # 'S' is answered once the weights are in
     built = build_verilator(text, toplevel="board_top", cache_dir=cache)
     cycles = top.decoder.cycles_per_token(top.decoder.context - 1)
-    return top, run_bench(built, module=BENCH, work_dir=work, params={
-        "divisor": DIVISOR, "commands": [list(c) for c in commands],
-        "max_cycles": 4 * cycles + 100 * DIVISOR})
+    params["max_cycles"] = wait + 4 * cycles + 100 * DIVISOR
+    return top, run_bench(built, module=BENCH, work_dir=work, params=params)

@@ -7,11 +7,14 @@ import pytest
 from board_helpers import DIVISOR, ENGINES, session, tiny_model_id, tiny_qm
 
 from hardwire.board_link import command, parse_reply, session_commands
+from hardwire.gen.serial_image import serial_image, weight_flash_image
+from hardwire.hdl.weight_loader import FLASH_OFFSET
 from hardwire.hdl.board_top import (
     FLAG_BUSY,
     FLAG_CONTEXT_FULL,
     FLAG_ERROR,
     FLAG_LINK_ERROR,
+    FLAG_WEIGHTS_ERROR,
     OP_LAST,
     OP_PROMPT,
     OP_START,
@@ -82,6 +85,40 @@ def test_token_pacing(qm, engine, verilator_cache, tmp_path):
     starts = result["frame_cycles"][-1][:-1]      # the 5 token frames
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps == [max(dec.cycles_per_token(2 + k), 30 * DIVISOR) for k in range(4)]
+
+
+def test_weights_come_from_flash(qm, verilator_cache, tmp_path):
+    """The iCEBreaker's flash-weights top wakes the flash, reads the image at FLASH_OFFSET once,
+    and answers nothing but status before the weights are in."""
+    commands = [command(OP_STATUS), *session_commands([2, 9], 3)]
+    top, result = session(qm, commands, verilator_cache, tmp_path, "serial-flash")
+    image = top.decoder.weight_image[0]
+    assert result["flash_commands"] == [[0xAB, None, 0], [0x03, FLASH_OFFSET, len(image)]]
+    replies = [parse_reply(bytes(b for frame in r for b in frame)) for r in result["replies"]]
+    assert replies[0].status.busy and not replies[0].status.flags & FLAG_WEIGHTS_ERROR
+    assert result["frame_cycles"][1][0] > top.loader.cycles     # 'S' waited for the weights
+    assert replies[-1].tokens == tuple(GoldenModel(qm).generate([2, 9], 3))
+
+
+@pytest.mark.parametrize("flash", ["erased", "one bit off", "another model"])
+def test_wrong_flash_contents_are_reported(qm, flash, verilator_cache, tmp_path):
+    """A flash without this design's weights: WEIGHTS_ERROR in every status frame after the
+    load, and no token is computed from them."""
+    image = bytearray(weight_flash_image(serial_image(qm))[0])
+    if flash == "erased":
+        contents = {}
+    elif flash == "one bit off":
+        image[len(image) // 2] ^= 0x04
+        contents = {FLASH_OFFSET: bytes(image)}
+    else:
+        other = tiny_qm(seed=9)
+        contents = {FLASH_OFFSET: weight_flash_image(serial_image(other))[0]}
+    commands = session_commands([2, 9], 3)
+    _, result = session(qm, commands, verilator_cache, tmp_path, "serial-flash", flash=contents)
+    replies = [parse_reply(bytes(b for frame in r for b in frame)) for r in result["replies"]]
+    assert all(r.status.flags & FLAG_WEIGHTS_ERROR for r in replies)
+    assert all(r.tokens == () for r in replies)
+    assert not any(r.status.error for r in replies)
 
 
 def test_opcodes_are_distinct():

@@ -67,15 +67,16 @@ $(PEERS): $(STAMP)
 bench: $(PEERS)  ## engines, lanes, llama.cpp, tool scaling, quality, fpga -> bench/results/ (hours)
 	$(BIN)/hardwire bench $(MODEL) --lanes $(LANES)
 
-# The iCEBreaker (iCE40 UP5K) takes the bundled micro model, ternary, on the serial engine: the
-# only build of a bundled model that fits its 5,280 logic cells and 30 block RAMs.
+# The iCEBreaker (iCE40 UP5K) takes the bundled micro model, int8, on the serial engine, its
+# weights in SPRAM, read at power-up from the SPI flash (program the hardwire_weights.bin it
+# writes at 1 MiB): in ROM they would need 58 of its 30 block RAMs (ternary fits, but keeps little).
 ifeq ($(BOARD),icebreaker)
-FPGA_BUILD = kjv-micro --engine serial --weights ternary
+FPGA_BUILD = kjv-micro --engine serial --weights int8 --weight-store flash
 else
 FPGA_BUILD = $(MODEL) --lanes $(LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ)
 endif
 
-fpga: setup  ## place-and-route $(MODEL) for $(BOARD) into build/fpga/$(BOARD) (BOARD=icebreaker: kjv-micro, serial)
+fpga: setup  ## place-and-route $(MODEL) for $(BOARD) into build/fpga/$(BOARD) (BOARD=icebreaker: kjv-micro, serial, flash)
 	$(BIN)/hardwire fpga $(FPGA_BUILD) --board $(BOARD) --out build/fpga/$(BOARD)
 
 silicon: setup  ## mask-ROM chip estimate of $(MODEL) (yosys gate count, cited densities)

@@ -184,9 +184,6 @@ class BoardSystem(Component):
         return m
 
     def _flash(self, m, platform, top):
-        if self._board.family != "ice40":
-            raise ConfigError(f"weights from SPI flash are built for the iCEBreaker; the "
-                              f"{self._board.name} keeps them in ROM (--weight-store rom)")
         # The configuration flash: free for the design once the FPGA has configured.
         flash = platform.request("spi_flash_1x", 0, dir="-")
         for name, pin, value in (("cs", flash.cs, top.flash_cs), ("clk", flash.clk, top.flash_sck),

@@ -38,7 +38,8 @@ import numpy as np
 from ..errors import ConfigError
 from .hardware import HardwareConfig, decoder_params
 
-__all__ = ["TOP", "WEIGHTS_IMAGE", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS", "CompileOptions",
+__all__ = ["TOP", "WEIGHTS_IMAGE", "WEIGHT_OPTIONS", "ROM_STYLES", "ROM_FILES_ABOVE_BITS",
+           "CompileOptions",
            "load_options", "rom_style", "max_lanes",
            "check_lanes", "resolve_lanes", "inputs_hash", "macs_per_token", "compile_model"]
 

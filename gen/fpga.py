@@ -312,6 +312,9 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
     """
     from ..hdl.board_top import BoardTop
 
+    if manifest["config"].get("weight_store") == "flash" and board.family != "ice40":
+        raise ConfigError(f"weights from SPI flash are built for the iCEBreaker; the "
+                          f"{board.name} keeps them in ROM (--weight-store rom)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tools = fpga_tools(board.family)

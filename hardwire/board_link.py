@@ -15,6 +15,7 @@ from .hdl.board_top import (
     FLAG_LAST,
     FLAG_LINK_ERROR,
     FLAG_TOKEN,
+    FLAG_WEIGHTS_ERROR,
     FRAME_BYTES,
     OP_LAST,
     OP_MAX_NEW,
@@ -73,6 +74,10 @@ class Frame:
     @property
     def link_error(self):
         return bool(self.flags & FLAG_LINK_ERROR)
+
+    @property
+    def weights_error(self):
+        return bool(self.flags & FLAG_WEIGHTS_ERROR)
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,12 @@ class BoardLink:
 
     def generate(self, prompt, max_new, *, new_sequence=True, on_token=None):
         """Run ``prompt`` and return the :class:`Reply` of the generation. Stops sending at the
-        first command whose status shows ``ERROR`` or ``CONTEXT_FULL`` and returns its reply
-        (with no tokens)."""
+        first command whose status shows ``ERROR``, ``CONTEXT_FULL``, ``LINK_ERROR`` or
+        ``WEIGHTS_ERROR`` and returns its reply (with no tokens)."""
         reply = None
         for frame in session_commands(prompt, max_new, new_sequence=new_sequence):
             reply = self.request(frame, on_token)
-            if reply.status.error or reply.status.context_full or reply.status.link_error:
+            status = reply.status
+            if status.error or status.context_full or status.link_error or status.weights_error:
                 break
         return reply

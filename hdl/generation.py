@@ -40,9 +40,9 @@ class GenerationLoop:
     high ``PROMPT`` takes nothing (the serial engine's weights are not loaded yet).
     """
 
-    def __init__(self, dut, *, vocab, context, eos_id, token_bits, hold=Const(0)):
+    def __init__(self, dut, *, vocab, context, eos_id, token_bits, hold=None):
         self._dut, self._vocab, self._context, self._eos = dut, vocab, context, eos_id
-        self._hold = hold
+        self._hold = Const(0) if hold is None else hold
         self.pos = Signal(range(context + 1))        # position of the next token fed in
         self.token = Signal(unsigned(token_bits))    # the token to run
         self.want = Signal()                          # the token in flight needs its logits

@@ -43,7 +43,7 @@ class SPIFlashReader(wiring.Component):
     """
 
     def __init__(self, *, offset, length, wake_cycles=WAKE_CYCLES):
-        if not (0 <= offset and offset + length <= 1 << 24):
+        if not (offset >= 0 and offset + length <= 1 << 24):
             raise ValueError(f"bytes {offset:#x}..{offset + length:#x} are beyond the 24-bit "
                              f"addresses of a 0x03 read")
         if length < 1:

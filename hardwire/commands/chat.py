@@ -7,8 +7,9 @@ are read from standard input. The first turn begins a new sequence; later turns 
 last generated token is sent back first) until the context is full, when the next turn starts
 over. Generated text goes to standard output as it arrives.
 
-Exit status 0; 1 when the board reports an error (a token id outside the vocabulary or a link
-error); 2 for bad options or no answer from the board.
+Exit status 0; 1 when the board reports an error (a token id outside the vocabulary, a link
+error, or a flash that does not hold the design's weights); 2 for bad options or no answer from
+the board.
 """
 
 import sys
@@ -63,7 +64,8 @@ def _turns(model, args):
 
 def run(args):
     from ..board_link import BoardLink
-    from ..gen.compile import inputs_hash, resolve_lanes
+    from ..gen.compile import WEIGHTS_IMAGE, inputs_hash, resolve_lanes
+    from ..hdl.weight_loader import FLASH_OFFSET
     from .common import load, quantized
 
     n = args.new_tokens
@@ -92,6 +94,12 @@ def run(args):
         reply = link.generate(ids, n, new_sequence=fresh, on_token=show)
         sys.stdout.write("\n")
         status = reply.status
+        if status.weights_error:
+            console.print(f"the board's SPI flash does not hold this design's weights "
+                          f"(WEIGHTS_ERROR): program {WEIGHTS_IMAGE}, which `hardwire fpga` "
+                          f"wrote beside the bitstream, at {FLASH_OFFSET:#x} (iceprog -o "
+                          f"{FLASH_OFFSET // 1024}k {WEIGHTS_IMAGE})")
+            return 1
         if status.error or status.link_error:
             what = "a token id outside the vocabulary" if status.error else "a link error"
             console.print(f"the board reports {what}; the next turn starts a new sequence")

@@ -8,7 +8,6 @@ from board_helpers import DIVISOR, ENGINES, session, tiny_model_id, tiny_qm
 
 from hardwire.board_link import command, parse_reply, session_commands
 from hardwire.gen.serial_image import serial_image, weight_flash_image
-from hardwire.hdl.weight_loader import FLASH_OFFSET
 from hardwire.hdl.board_top import (
     FLAG_BUSY,
     FLAG_CONTEXT_FULL,
@@ -20,6 +19,7 @@ from hardwire.hdl.board_top import (
     OP_START,
     OP_STATUS,
 )
+from hardwire.hdl.weight_loader import FLASH_OFFSET
 from hardwire.sim.golden import GoldenModel
 
 

@@ -97,3 +97,23 @@ def test_chat_against_the_simulated_board(verilator_cache, tmp_path, monkeypatch
     lines = out.out.splitlines()
     assert lines == ["".join(f"{t}," for t in toks) for toks in (first, second, third)]
     assert f"model id {tiny_model_id(qm):#06x}" in out.err
+
+
+def test_chat_says_when_the_flash_holds_no_weights(verilator_cache, tmp_path, monkeypatch,
+                                                   capsys):
+    """The iCEBreaker design with an erased flash: chat stops at the first WEIGHTS_ERROR and
+    says what to program where."""
+    qm = tiny_qm()
+    commands = [command(OP_STATUS), session_commands([3], 2)[0]]
+    _, result = session(qm, commands, verilator_cache, tmp_path / "bench", "serial-flash",
+                        flash={})
+    port = Replay(commands, [bytes(b for frame in r for b in frame) for r in result["replies"]])
+    import serial
+    monkeypatch.setattr(serial, "serial_for_url", lambda url, **kw: port)
+    save_native(qm, tmp_path / "tiny.hwq")
+    argv = ["chat", str(tmp_path / "tiny.hwq"), "--engine", "serial", "--weight-store", "flash",
+            "--port", "sim://board", "-n", "2", "--tokens", "3"]
+    assert main(argv) == 1
+    assert port.expect == []
+    err = capsys.readouterr().err
+    assert "WEIGHTS_ERROR" in err and "iceprog -o 1024k hardwire_weights.bin" in err

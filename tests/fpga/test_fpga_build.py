@@ -3,6 +3,7 @@
 routing of a minimal decoder for the ULX3S 85F with the YoWASP tools (marker ``fpga``)."""
 
 import json
+import zlib
 
 import pytest
 from quant_helpers import random_loaded
@@ -113,22 +114,39 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert "fits" in capsys.readouterr().err
 
 
-# Issue #6: the bundled micro model fits the iCEBreaker, ternary on the serial engine (~1 min of
-# one core: yosys ~25 s, nextpnr ~30 s). The board top of that engine is proven on Verilator in
-# test_board_top.py, and its decoder token- and cycle-exact in test_bundled_verilator.py.
+# Issue #6: the bundled micro model fits the iCEBreaker, int8 on the serial engine with its
+# weights in SPRAM, read from the SPI flash at power-up (~1 min of one core: yosys ~30 s, nextpnr
+# ~30 s), as `make fpga BOARD=icebreaker` builds it. The board top of that design is proven on
+# Verilator in test_board_top.py, its decoder token- and cycle-exact in test_bundled_verilator.py.
 @pytest.mark.fpga
 def test_micro_model_fits_the_icebreaker(tmp_path, capsys):
     out = tmp_path / "ice"
     code = main(["fpga", "kjv-micro", "--board", "icebreaker", "--engine", "serial",
-                 "--weights", "ternary", "--out", str(out)])
+                 "--weights", "int8", "--weight-store", "flash", "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
     assert report["fits"] and report["config"]["engine"] == "serial"
+    assert report["config"]["weight_store"] == "flash"
     assert code == (0 if report["clock"]["met"] else 1)
     rows = {r["cell"]: r for r in report["resources"]}
     assert rows["ICESTORM_LC"]["available"] == 5280 and rows["ICESTORM_RAM"]["available"] == 30
-    assert rows["ICESTORM_SPRAM"]["used"] == 1          # the KV cache
+    assert rows["ICESTORM_SPRAM"]["used"] == 2          # the weights and the KV cache
     assert all(r["over"] == 0 for r in rows.values())
     assert (out / "hardwire_icebreaker.bin").stat().st_size > 100_000
+    image = (out / "hardwire_weights.bin").read_bytes()
+    assert len(image) == report["flash"]["bytes"] == 2 * -(-20448 // 2)   # 20,448 int8 weights
+    assert report["flash"]["crc32"] == f"{zlib.crc32(image):#010x}"
+    assert report["flash"]["program"][1] == "iceprog -o 1024k hardwire_weights.bin"
+    assert (out / "rtl" / "hardwire_weights.bin").read_bytes() == image
     assert report["clock"]["mhz"] == 12.0 and report["clock"]["fmax_mhz"] > 0
     assert "serial engine" in report["limits"][0]
-    assert "fits" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fits" in err and "hardwire_weights.bin" in err
+
+
+def test_flash_weights_need_the_serial_engine_and_the_icebreaker(tmp_path, capsys):
+    code = main(["fpga", "kjv-micro", "--board", "icebreaker", "--weight-store", "flash",
+                 "--out", str(tmp_path / "a")])
+    assert code == 2 and "needs the serial engine" in capsys.readouterr().err
+    code = main(["fpga", "kjv-micro", "--board", "ulx3s-85f", "--engine", "serial",
+                 "--weight-store", "flash", "--out", str(tmp_path / "b")])
+    assert code == 2 and "built for the iCEBreaker" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+import zlib
 
 import pytest
 from quant_helpers import random_loaded
@@ -13,6 +14,7 @@ from hardwire.cli import main
 from hardwire.errors import ConfigError, ModelFormatError
 from hardwire.gen.compile import (
     TOP,
+    WEIGHTS_IMAGE,
     CompileOptions,
     check_lanes,
     compile_model,
@@ -57,7 +59,8 @@ def test_manifest_contents(qm, compiled):
     assert manifest["config"] == {"weights": "int8", "group_size": None, "lanes": 4,
                                   "vector_lanes": 4,
                                   "context": qm.context, "rom_style": "auto",
-                                  "engine": "lanes", "weight_format": "int8",
+                                  "engine": "lanes", "weight_store": "rom",
+                                  "weight_format": "int8",
                                   "quantized_context": qm.context}
     assert manifest["rom_bits"]["layers.0.wq"] == qm.rom_bits()["layers.0.wq"]
     assert manifest["rom_bits"]["total"] == sum(qm.rom_bits().values())
@@ -118,6 +121,37 @@ def test_serial_engine(qm, tmp_path):
         f"cycles_per_token(pos) = {first} + {step} * pos (serial engine)")
 
 
+def test_flash_weight_store(qm, tmp_path):
+    """--weight-store flash: the weights leave the Verilog for hardwire_weights.bin (listed in
+    the manifest with its CRC), the decoder gains the weights stream, and ROM designs keep the
+    identity they had before the option existed."""
+    rom = CompileOptions(engine="serial")
+    flash = CompileOptions(engine="serial", weight_store="flash")
+    assert inputs_hash(qm, rom) != inputs_hash(qm, flash)
+    assert inputs_hash(qm, rom) == inputs_hash(qm, CompileOptions(engine="serial",
+                                                                  weight_store="rom"))
+    for k in range(2):
+        decoder, manifest = compile_model(qm, flash, tmp_path / str(k), source_hash="abc")
+    image = (tmp_path / "0" / WEIGHTS_IMAGE).read_bytes()
+    assert image == (tmp_path / "1" / WEIGHTS_IMAGE).read_bytes() == decoder.weight_image[0]
+    entry = manifest["files"]["weights_image"]
+    assert entry["name"] == WEIGHTS_IMAGE and entry["bytes"] == len(image)
+    assert entry["crc32"] == f"{zlib.crc32(image):#010x}"
+    assert entry["words"] == len(decoder.weight_words) == len(image) // 2
+    names = [p["name"] for p in manifest["ports"]]
+    assert names[-3:] == ["weights__payload", "weights__valid", "weights__ready"]
+    assert manifest["config"]["weight_store"] == "flash"
+    text = (tmp_path / "0" / f"{TOP}.v").read_text()
+    assert "weights__payload" in text
+    # Compiled again into the same directory as a ROM design: no stale image is left.
+    compile_model(qm, rom, tmp_path / "0", source_hash="abc")
+    assert not (tmp_path / "0" / WEIGHTS_IMAGE).exists()
+    with pytest.raises(ConfigError, match="needs the serial engine"):
+        load_options(None, weight_store="flash")
+    with pytest.raises(ConfigError, match="weight_store must be one of rom, flash, not 'sd'"):
+        load_options(None, weight_store="sd")
+
+
 def test_lanes_checked_up_front(qm, tmp_path):
     top = max_lanes(qm)
     assert top == max(SHAPE["dim"], SHAPE["ffn_dim"], SHAPE["vocab_size"])
@@ -143,7 +177,7 @@ def test_yaml_options_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("lane: 3\n", r"hw.yaml: unknown key 'lane' \(expected one of weights, group_size, lanes, "
-                  r"context, rom_style, vector_lanes, engine\)$"),
+                  r"context, rom_style, vector_lanes, engine, weight_store\)$"),
     ("engine: fast\n", r"hw.yaml: engine must be one of lanes, serial, not 'fast'$"),
     ("rom_style: mem\n", r"hw.yaml: rom_style must be one of auto, inline, files, not 'mem'$"),
     ("lanes: three\n", r"hw.yaml: lanes must be an integer, not 'three'$"),

@@ -1,10 +1,18 @@
 """The serial engine's ROM images: every constant where the address map says, as stored."""
 
+import zlib
+
 import numpy as np
+import pytest
 from quant_helpers import random_loaded
 
 from hardwire.gen.quantize import quantize
-from hardwire.gen.serial_image import serial_image
+from hardwire.gen.serial_image import (
+    packed_weights,
+    serial_image,
+    weight_flash_image,
+    weight_lane_bits,
+)
 
 SHAPE = dict(dim=8, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=4, ffn_dim=16, vocab_size=11,
              max_seq_len=8)
@@ -46,3 +54,22 @@ def test_tied_head_shares_the_embedding_weights():
     assert im.head.w_base == im.embed.w_base and im.head.rows != im.embed.rows
     untied = serial_image(quantize(random_loaded(2, **SHAPE), weights="int8"))
     assert len(untied.weights) == len(im.weights) + SHAPE["vocab_size"] * SHAPE["dim"]
+
+
+@pytest.mark.parametrize(("weights", "lane"), [("int8", 8), ("int4", 4), ("ternary", 2)])
+def test_packed_weights_unpack_to_the_weights(weights, lane):
+    """The flash image: 16 // lane two's-complement fields a word, the first weight lowest,
+    little-endian bytes, and the CRC-32 zlib computes."""
+    qm = quantize(random_loaded(2, **SHAPE), weights=weights)
+    im = serial_image(qm)
+    assert weight_lane_bits(im) == lane
+    words = packed_weights(im)
+    per_word = 16 // lane
+    assert len(words) == -(-len(im.weights) // per_word)
+    fields = [(w >> (lane * k)) & ((1 << lane) - 1) for w in words for k in range(per_word)]
+    signed = [f - (1 << lane) if f >> (lane - 1) else f for f in fields]
+    assert signed[:len(im.weights)] == list(im.weights)
+    assert not any(signed[len(im.weights):])
+    data, crc = weight_flash_image(im)
+    assert data == b"".join(w.to_bytes(2, "little") for w in words)
+    assert crc == zlib.crc32(data)

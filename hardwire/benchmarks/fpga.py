@@ -26,6 +26,8 @@ def fpga_point(lanes, report):
              "times_s": report["times_s"], "limits": report.get("limits", [])}
     if not report["fits"]:
         point["overshoot"] = {r["resource"]: r["over"] for r in report["resources"] if r["over"]}
+        if report.get("placement"):
+            point["placement"] = report["placement"]
     return point
 
 

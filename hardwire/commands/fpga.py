@@ -106,6 +106,7 @@ def run(args):
     if not report["fits"]:
         over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "
                          f"{r['available']:,})" for r in report["resources"] if r["over"])
+        over = f"over in {over}" if over else report["placement"]
         config = report["config"]
         if config.get("engine") != "serial":
             hint = "--engine serial"
@@ -113,7 +114,7 @@ def run(args):
             hint = "--weight-store flash (weights in SPRAM, read from SPI flash)"
         else:
             hint = "a smaller model"
-        console.print(f"does not fit {board.name}: over in {over}. Try fewer --lanes, "
+        console.print(f"does not fit {board.name}: {over}. Try fewer --lanes, "
                       f"--weights int4 or ternary, a smaller --context or {hint}.")
         console.print(f"report: {out / 'report.json'}")
         return 1

@@ -11,7 +11,14 @@ from quant_helpers import random_loaded
 from hardwire.cli import main
 from hardwire.errors import ConfigError
 from hardwire.gen.boards import BOARDS, board_named, plan_pll
-from hardwire.gen.fpga import flow_stage, fpga_tools, parse_fmax, parse_utilisation, uart_divisor
+from hardwire.gen.fpga import (
+    flow_stage,
+    fpga_tools,
+    parse_fmax,
+    parse_utilisation,
+    placement_failure,
+    uart_divisor,
+)
 from hardwire.gen.native import save_native
 from hardwire.gen.quantize import quantize
 
@@ -36,6 +43,18 @@ def test_parse_nextpnr_log():
                                       "MULT18X18D": (160, 156), "TRELLIS_FF": (10640, 83640)}
     assert parse_fmax(LOG) == (38.52, 25.0)     # the last report: after routing
     assert parse_utilisation("nothing") == {} and parse_fmax("nothing") is None
+
+
+def test_a_design_at_the_utilisation_limit_does_not_fit():
+    # kjv at 32 lanes on the ULX3S 85F (2026-12-07): every count within the device, no placement.
+    log = ("Info: \t        TRELLIS_COMB:   83595/  83640    99%\n"
+           "ERROR: Unable to find legal placement for all cells, design is probably at "
+           "utilisation limit.\n")
+    rows = [{"resource": "LUT4", "percent": 99.9}, {"resource": "FF", "percent": 50.9},
+            {"resource": "distributed RAM", "percent": None}]
+    assert placement_failure(log, rows) == \
+        "nextpnr found no legal placement for all cells: LUT4 at 99.9 %"
+    assert placement_failure(LOG, rows) is None
 
 
 def test_flow_stage_follows_the_nextpnr_log():

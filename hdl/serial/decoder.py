@@ -186,7 +186,7 @@ class SerialDecoder(wiring.Component):
             m.d.comb += w_rd.addr.eq(w_addr)
             w_val = w_rd.data
         else:
-            w_val = self._weight_ram(m, top, platform, w_addr, loaded)
+            w_val = self._weight_ram(m, top, w_addr, loaded)
 
         # The KV cache has one port, so that on the UP5K it is an SPRAM.
         m.submodules.kv = kv = SinglePortRAM(self.n_layers * ctx * kvd)
@@ -674,13 +674,12 @@ class SerialDecoder(wiring.Component):
         top.submodules.engine = ResetInserter(self.start)(m)
         return top
 
-    def _weight_ram(self, m, top, platform, w_addr, loaded):
+    def _weight_ram(self, m, top, w_addr, loaded):
         """The weights RAM of ``weight_store="flash"``, written from ``weights`` until
         ``loaded``; returns the weight at the address of the cycle before."""
         words, lane = self._weight_words, self._image.weight_lane_bits
         select_bits = (16 // lane - 1).bit_length()
         m.submodules.wram = wram = SinglePortRAM(len(words))
-        self._probe["wram"] = wram
         count = Signal(range(len(words)))
         take = self.weights.valid & ~loaded
         top.d.comb += self.weights.ready.eq(~loaded)

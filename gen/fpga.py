@@ -33,7 +33,8 @@ from .boards import BoardSystem, plan_pll
 from .compile import WEIGHTS_IMAGE
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
-           "parse_utilisation", "parse_fmax", "placement_failure", "flow_stage", "summarize"]
+           "parse_utilisation", "parse_fmax", "placement_failure", "flow_stage", "summarize",
+           "program_weights_command"]
 
 NAME = "hardwire_board"
 FRAME_BITS = 30            # one reply frame: 3 bytes of 10 bits on the line
@@ -302,6 +303,11 @@ def summarize(report):
     return lines
 
 
+def program_weights_command():
+    """The ``iceprog`` command that puts ``hardwire_weights.bin`` where the board reads it."""
+    return f"iceprog -o {FLASH_OFFSET // 1024}k {WEIGHTS_IMAGE}"
+
+
 def _flash_report(top, decoder, mhz, out):
     """The weights image beside the bitstream, and what the report says of it."""
     data, crc32 = decoder.weight_image
@@ -404,7 +410,6 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
         shutil.copyfile(bitstream, out / name)
         report["files"]["bitstream"] = name
         if top.loader is not None:
-            report["flash"]["program"] = [f"iceprog {name}",
-                                          f"iceprog -o {FLASH_OFFSET // 1024}k {WEIGHTS_IMAGE}"]
+            report["flash"]["program"] = [f"iceprog {name}", program_weights_command()]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

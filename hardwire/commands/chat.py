@@ -65,6 +65,7 @@ def _turns(model, args):
 def run(args):
     from ..board_link import BoardLink
     from ..gen.compile import WEIGHTS_IMAGE, inputs_hash, resolve_lanes
+    from ..gen.fpga import program_weights_command
     from ..hdl.weight_loader import FLASH_OFFSET
     from .common import load, quantized
 
@@ -97,8 +98,8 @@ def run(args):
         if status.weights_error:
             console.print(f"the board's SPI flash does not hold this design's weights "
                           f"(WEIGHTS_ERROR): program {WEIGHTS_IMAGE}, which `hardwire fpga` "
-                          f"wrote beside the bitstream, at {FLASH_OFFSET:#x} (iceprog -o "
-                          f"{FLASH_OFFSET // 1024}k {WEIGHTS_IMAGE})")
+                          f"wrote beside the bitstream, at {FLASH_OFFSET:#x} "
+                          f"({program_weights_command()})")
             return 1
         if status.error or status.link_error:
             what = "a token id outside the vocabulary" if status.error else "a link error"

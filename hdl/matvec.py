@@ -70,6 +70,17 @@ class MatVec(wiring.Component):
     ``b * out_features + o`` of the requantization ROM. Bank ``b`` computes exactly what a
     ``MatVec`` of bank ``b``'s parameters alone computes, with the same timing.
 
+    Banks may also differ in shape (``banks`` a list of row counts): then one multiplier array
+    serves matrices of different sizes one vector at a time, as the decoder's projections and
+    LM head share one. Bank ``b`` has ``bank_rows[b]`` rows of ``bank_in_features[b]``
+    inputs (its vector is the first ``bank_in_features[b]`` elements of ``i``), chunked as a
+    ``MatVec`` of its own would chunk them, its words, group multipliers and requantization
+    rows right after bank ``b - 1``'s; its requantized vector is elements ``out_features -
+    bank_rows[b]`` .. ``out_features - 1`` of ``o`` (``out_features`` is the largest bank's
+    rows), saturated to its own ``out_bits`` and sign-extended. With groups every bank must
+    chunk its rows like the first chunks of the widest bank (a group size that divides every
+    bank's inputs does). Timing is per bank (:meth:`bank_latency`).
+
     Parameters
     ----------
     weights : list of list of int
@@ -82,14 +93,17 @@ class MatVec(wiring.Component):
         ROM width of a weight: 8 (default), 5, 4, or 2 (ternary, ``{-1, 0, 1}``).
     group_size, group_mult : int, list of list of int
         Both or neither. ``group_size`` in ``1..in_features`` (the same for all banks);
-        ``group_mult`` is ``banks * out_features`` rows of ``ceil(in_features / group_size)``
-        integers with ``|g| <= 2^14`` (the last group may be shorter than ``group_size``).
+        ``group_mult`` has a row per weight row, of ``ceil(inputs / group_size)`` integers
+        (its bank's inputs) with ``|g| <= 2^14`` (the last group may be shorter than
+        ``group_size``).
     requant : tuple ``(M, shift, out_bits)`` or None
-        Per-row ``M`` in ``0..2^15-1`` and ``shift`` in ``1..62`` (``banks * out_features``
-        each, stacked like the rows), and ``out_bits`` 8 or 16 (the same for all banks).
+        Per-row ``M`` in ``0..2^15-1`` and ``shift`` in ``1..62`` (one per row of every bank,
+        stacked like the rows), and ``out_bits`` 8 or 16, or a tuple of them per bank.
         ``None`` (default): one raw accumulator per row.
-    banks : int
-        Parameter sets stacked in the ROMs, ``>= 1`` (default 1: no ``bank`` port).
+    banks : int or list of int
+        Parameter sets stacked in the ROMs, ``>= 1`` (default 1: no ``bank`` port), of
+        ``len(weights) // banks`` rows each; or the rows of each bank, which may then differ
+        in rows, inputs and ``out_bits``.
 
     Members
     -------
@@ -113,8 +127,10 @@ class MatVec(wiring.Component):
     Timing (both streams always ready)
     ----------------------------------
     - ``cycles_per_vector = out_features * chunks`` (``chunks`` ROM words per row, see above):
-      steady-state distance between input vectors (and between output vectors).
-    - ``latency = cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``):
+      steady-state distance between input vectors (and between output vectors); per bank
+      :meth:`bank_cycles_per_vector` when the banks differ in shape.
+    - ``latency = cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``;
+      per bank :meth:`bank_latency`):
       from an input vector's transfer edge to the cycle its last row (its requantized vector) is
       valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
       ``chunks + 2`` cycles after the input transfer.
@@ -140,25 +156,33 @@ class MatVec(wiring.Component):
 
     def __init__(self, *, weights, lanes, bits=8, group_size=None, group_mult=None,
                  requant=None, banks=1):
-        banks = check_int("banks", banks, 1, None)
         if isinstance(bits, bool) or bits not in WEIGHT_RANGES:
             raise ValueError(f"bits must be 8, 5, 4 or 2, not {bits!r}")
         rows = self._check_weights(weights, *WEIGHT_RANGES[bits])
-        if len(rows) % banks:
-            raise ValueError(f"weights must have a multiple of banks = {banks} rows, "
-                             f"not {len(rows)}")
-        n, out = len(rows[0]), len(rows) // banks
+        bank_rows = self._check_banks(banks, len(rows))
+        firsts = [sum(bank_rows[:b]) for b in range(len(bank_rows))]
+        bank_in = []
+        for first, count in zip(firsts, bank_rows, strict=True):
+            n_b = len(rows[first])
+            for o in range(first, first + count):
+                if len(rows[o]) != n_b:
+                    raise ValueError(f"weights row {o} has {len(rows[o])} columns, expected "
+                                     f"{n_b} (the length of row {first})")
+            bank_in.append(n_b)
+        n, out = max(bank_in), max(bank_rows)
 
         if (group_size is None) != (group_mult is None):
             raise ValueError("group_size and group_mult must be given together")
         if group_size is None:
-            groups = [(0, n)]
+            bank_groups = [[(0, n_b)] for n_b in bank_in]
             gmult = None
             max_lanes = n
         else:
             group_size = check_int("group_size", group_size, 1, n)
-            groups = [(k, min(group_size, n - k)) for k in range(0, n, group_size)]
-            gmult = self._check_group_mult(group_mult, out, banks, len(groups))
+            bank_groups = [[(k, min(group_size, n_b - k)) for k in range(0, n_b, group_size)]
+                           for n_b in bank_in]
+            gmult = self._check_group_mult(group_mult, bank_rows,
+                                           [len(g) for g in bank_groups])
             max_lanes = group_size
         lanes = check_int("lanes", lanes, 1, max_lanes)
 
@@ -168,48 +192,70 @@ class MatVec(wiring.Component):
             except (TypeError, ValueError):
                 raise TypeError(f"requant must be a tuple (M, shift, out_bits), not {requant!r}"
                                 ) from None
-            M = _check_int_list("requant M", M, 0, M_MAX, length=banks * out)
-            shift = _check_int_list("requant shift", shift, *SHIFT_RANGE, length=banks * out)
-            if isinstance(out_bits, bool) or out_bits not in (8, 16):
-                raise ValueError(f"requant out_bits must be 8 or 16, not {out_bits!r}")
-            requant = (M, shift, out_bits)
+            M = _check_int_list("requant M", M, 0, M_MAX, length=len(rows))
+            shift = _check_int_list("requant shift", shift, *SHIFT_RANGE, length=len(rows))
+            per_bank = out_bits if isinstance(out_bits, (tuple, list)) else None
+            if per_bank is not None and len(per_bank) != len(bank_rows):
+                raise ValueError(f"requant out_bits must be 8, 16 or one of them per bank "
+                                 f"({len(bank_rows)}), not {out_bits!r}")
+            for ob in per_bank or (out_bits,):
+                if isinstance(ob, bool) or ob not in (8, 16):
+                    raise ValueError(f"requant out_bits must be 8 or 16, not {ob!r}")
+            if per_bank is not None and len(set(per_bank)) == 1:
+                out_bits = per_bank[0]
+            requant = (M, shift, tuple(per_bank) if isinstance(out_bits, (tuple, list))
+                       else out_bits)
 
         self._weights = tuple(tuple(row) for row in rows)
         self._in, self._out, self._lanes, self._bits = n, out, lanes, bits
-        self._banks = banks
+        self._bank_rows, self._bank_in = bank_rows, tuple(bank_in)
+        self._bank_groups = tuple(len(g) for g in bank_groups)
         self._group_size = group_size
         self._group_mult = gmult
         self._requant = requant
-        # One entry per chunk of a row: (first input, inputs, first of its group, last of it,
-        # in the row's first group).
-        self._plan = []
-        for start, length in groups:
-            count = -(-length // lanes)
-            for c in range(count):
-                k = start + c * lanes
-                self._plan.append((k, min(lanes, start + length - k), c == 0, c == count - 1,
-                                   start == 0))
+        # One plan per bank, an entry per chunk of a row: (first input, inputs, first of its
+        # group, last of it, in the row's first group). The sequencer and the input selection
+        # follow the widest bank's plan, so with groups every other plan must start like it.
+        plans = [self._chunk_plan(groups, lanes) for groups in bank_groups]
+        widest = bank_in.index(n)
+        self._plan = plans[widest]
+        for b, plan in enumerate(plans):
+            if gmult is not None and [c[:1] + c[2:] for c in plan] != \
+                    [c[:1] + c[2:] for c in self._plan[:len(plan)]]:
+                raise ValueError(f"bank {b} ({bank_in[b]} inputs in groups of {group_size}) "
+                                 f"does not chunk like bank {widest} "
+                                 f"({n} inputs): use a group size that divides every bank's "
+                                 f"inputs")
         self._chunks = len(self._plan)
+        self._bank_chunks = tuple(len(plan) for plan in plans)
         self._acc_bits = accumulator_bits(n, grouped=gmult is not None)
         self._group_acc_bits = accumulator_bits(group_size or n)
 
         words = []
-        for row in rows:
-            for k, length, *_ in self._plan:
-                words.append(row[k:k + length] + [0] * (lanes - length))
+        for first, count, plan in zip(firsts, bank_rows, plans, strict=True):
+            for row in rows[first:first + count]:
+                for k, length, *_ in plan:
+                    words.append(row[k:k + length] + [0] * (lanes - length))
         self._rom = MemoryData(shape=data.ArrayLayout(signed(bits), lanes), depth=len(words),
                                init=words)
         self._group_rom = None
         if gmult is not None:
-            self._group_rom = MemoryData(shape=signed(16), depth=banks * out * len(groups),
+            self._group_rom = MemoryData(shape=signed(16), depth=sum(len(r) for r in gmult),
                                          init=[g for row in gmult for g in row])
         self._requant_rom = None
         if requant is not None:
+            fields = {"m": unsigned(15), "shift_minus_one": unsigned(6)}
+            narrow = [False] * len(rows)
+            if isinstance(requant[2], tuple):       # 8- and 16-bit banks: a flag per row
+                fields["narrow"] = unsigned(1)
+                narrow = [ob == 8 for ob, count in zip(requant[2], bank_rows, strict=True)
+                          for _ in range(count)]
             self._requant_rom = MemoryData(
-                shape=data.StructLayout({"m": unsigned(15), "shift_minus_one": unsigned(6)}),
-                depth=banks * out, init=[{"m": mm, "shift_minus_one": s - 1}
-                                 for mm, s in zip(M, shift, strict=True)])
-            o_shape = data.ArrayLayout(signed(out_bits), out)
+                shape=data.StructLayout(fields), depth=len(rows),
+                init=[{"m": mm, "shift_minus_one": s - 1,
+                       **({"narrow": nw} if "narrow" in fields else {})}
+                      for mm, s, nw in zip(M, shift, narrow, strict=True)])
+            o_shape = data.ArrayLayout(signed(self.out_bits), out)
         else:
             o_shape = signed(self._acc_bits)
 
@@ -217,9 +263,37 @@ class MatVec(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(signed(8), n))),
             "o": Out(stream.Signature(o_shape)),
         }
-        if banks > 1:
-            members["bank"] = In(range(banks))
+        if len(bank_rows) > 1:
+            members["bank"] = In(range(len(bank_rows)))
         super().__init__(members)
+
+    @staticmethod
+    def _chunk_plan(groups, lanes):
+        plan = []
+        for start, length in groups:
+            count = -(-length // lanes)
+            for c in range(count):
+                k = start + c * lanes
+                plan.append((k, min(lanes, start + length - k), c == 0, c == count - 1,
+                             start == 0))
+        return plan
+
+    @staticmethod
+    def _check_banks(banks, n_rows):
+        """Rows per bank: ``banks`` equal parts of the ``n_rows`` rows, or the given counts."""
+        if isinstance(banks, (tuple, list)):
+            if not banks:
+                raise ValueError("banks must be an integer >= 1 or a list of row counts, not []")
+            counts = tuple(check_int(f"banks[{b}]", c, 1, None) for b, c in enumerate(banks))
+            if sum(counts) != n_rows:
+                raise ValueError(f"banks must add up to the {n_rows} weight rows, not "
+                                 f"{sum(counts)}")
+            return counts
+        banks = check_int("banks", banks, 1, None)
+        if n_rows % banks:
+            raise ValueError(f"weights must have a multiple of banks = {banks} rows, "
+                             f"not {n_rows}")
+        return (n_rows // banks,) * banks
 
     @staticmethod
     def _check_weights(weights, lo, hi):
@@ -230,17 +304,15 @@ class MatVec(wiring.Component):
                             ) from None
         if not rows or not rows[0]:
             raise ValueError("weights must have at least one row and one column")
-        n = len(rows[0])
         for o, row in enumerate(rows):
-            if len(row) != n:
-                raise ValueError(f"weights row {o} has {len(row)} columns, expected {n} "
-                                 f"(the length of row 0)")
+            if not row:
+                raise ValueError(f"weights row {o} has no columns")
             for k, w in enumerate(row):
                 row[k] = check_int(f"weights[{o}][{k}]", w, lo, hi)
         return rows
 
     @staticmethod
-    def _check_group_mult(group_mult, out, banks, n_groups):
+    def _check_group_mult(group_mult, bank_rows, bank_groups):
         if isinstance(group_mult, (str, bytes)):
             raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}")
         try:
@@ -248,12 +320,16 @@ class MatVec(wiring.Component):
         except TypeError:
             raise TypeError(f"group_mult must be a list of rows of integers, not {group_mult!r}"
                             ) from None
-        if len(rows) != banks * out:
-            per = "one per output" if banks == 1 else f"one per output of each of {banks} banks"
-            raise ValueError(f"group_mult must have {banks * out} rows ({per}), not {len(rows)}")
+        total = sum(bank_rows)
+        if len(rows) != total:
+            per = ("one per output" if len(bank_rows) == 1 else
+                   f"one per output of each of {len(bank_rows)} banks")
+            raise ValueError(f"group_mult must have {total} rows ({per}), not {len(rows)}")
+        lengths = [g for g, count in zip(bank_groups, bank_rows, strict=True)
+                   for _ in range(count)]
         return tuple(_check_int_list(f"group_mult[{o}]", row, -GROUP_MULT_MAX, GROUP_MULT_MAX,
-                                    length=n_groups)
-                     for o, row in enumerate(rows))
+                                    length=length)
+                     for o, (row, length) in enumerate(zip(rows, lengths, strict=True)))
 
     @property
     def weights(self):
@@ -267,13 +343,28 @@ class MatVec(wiring.Component):
 
     @property
     def out_features(self):
-        """Rows of one bank: outputs per input vector."""
+        """Rows of the largest bank: the elements of a requantized output vector."""
         return self._out
 
     @property
     def banks(self):
         """Parameter sets stacked in the ROMs (1: no ``bank`` port)."""
-        return self._banks
+        return len(self._bank_rows)
+
+    @property
+    def bank_rows(self):
+        """Rows (outputs per input vector) of each bank."""
+        return self._bank_rows
+
+    @property
+    def bank_in_features(self):
+        """Inputs of each bank (``in_features`` is the largest)."""
+        return self._bank_in
+
+    @property
+    def bank_chunks(self):
+        """ROM words per row of each bank (``chunks`` is the largest)."""
+        return self._bank_chunks
 
     @property
     def lanes(self):
@@ -296,24 +387,33 @@ class MatVec(wiring.Component):
 
     @property
     def n_groups(self):
-        """Scale groups per row (1 without group multipliers)."""
-        return 1 if self._group_mult is None else len(self._group_mult[0])
+        """Scale groups per row of the widest bank (1 without group multipliers)."""
+        return 1 if self._group_mult is None else max(len(row) for row in self._group_mult)
 
     @property
     def requant(self):
-        """``(M, shift, out_bits)``, ``M`` and ``shift`` as tuples of all banks' rows, or
-        ``None`` (raw accumulators)."""
+        """``(M, shift, out_bits)``, ``M`` and ``shift`` as tuples of all banks' rows and
+        ``out_bits`` an int (a tuple per bank when the banks differ), or ``None`` (raw
+        accumulators)."""
         return self._requant
 
     @property
     def out_bits(self):
-        """Width of one output element: ``requant``'s ``out_bits``, else ``acc_bits``."""
-        return self._acc_bits if self._requant is None else self._requant[2]
+        """Width of one output element: ``requant``'s (largest) ``out_bits``, else
+        ``acc_bits``."""
+        if self._requant is None:
+            return self._acc_bits
+        return max(self._requant[2]) if isinstance(self._requant[2], tuple) else self._requant[2]
+
+    def bank_out_bits(self, bank):
+        """``out_bits`` of ``bank``'s requantized elements (sign-extended to ``out_bits``)."""
+        ob = self._requant[2] if self._requant is not None else self._acc_bits
+        return ob[bank] if isinstance(ob, tuple) else ob
 
     @property
     def chunks(self):
-        """ROM words per output row: ``sum_j ceil(len_j / lanes)`` over the groups of a row
-        (``ceil(in_features / lanes)`` without groups)."""
+        """ROM words per output row of the widest bank: ``sum_j ceil(len_j / lanes)`` over the
+        groups of a row (``ceil(in_features / lanes)`` without groups)."""
         return self._chunks
 
     @property
@@ -335,49 +435,68 @@ class MatVec(wiring.Component):
 
     @property
     def requant_rom(self):
-        """The per-row ``(m, shift_minus_one)`` ROM, or ``None``."""
+        """The per-row ``(m, shift_minus_one)`` ROM (with banks of both output widths also
+        ``narrow``: the row saturates to 8 bits), or ``None``."""
         return self._requant_rom
 
     @property
     def rom_bits(self):
-        """Total ROM size in bits: ``banks * out_features * chunks * lanes * bits`` (padding
-        included), ``+ 16 * banks * out_features * n_groups`` with groups,
-        ``+ 21 * banks * out_features`` with ``requant``."""
+        """Total ROM size in bits: every bank's ``rows * chunks * lanes * bits`` (padding
+        included), ``+ 16`` per group multiplier with groups, ``+ 21`` per row with ``requant``
+        (22 with banks of both output widths)."""
         total = self._rom.depth * self._lanes * self._bits
         if self._group_rom is not None:
             total += self._group_rom.depth * 16
         if self._requant_rom is not None:
-            total += self._requant_rom.depth * 21
+            total += self._requant_rom.depth * self._requant_rom.shape.size
         return total
+
+    def bank_cycles_per_vector(self, bank):
+        """Cycles ``bank``'s vector holds the multipliers: ``bank_rows * bank_chunks``; the next
+        vector, of any bank, may start right after them."""
+        return self._bank_rows[bank] * self._bank_chunks[bank]
+
+    def bank_latency(self, bank):
+        """Cycles from the transfer of a ``bank`` vector to its last row (its requantized
+        vector) being valid on ``o``: ``bank_cycles_per_vector + 2`` (``+ REQUANT_CYCLES``
+        with ``requant``)."""
+        return self.bank_cycles_per_vector(bank) + 2 + (REQUANT_CYCLES if self._requant else 0)
 
     @property
     def cycles_per_vector(self):
-        """Cycles between consecutive input vectors when ``o`` is never stalled (any banks)."""
-        return self._out * self._chunks
+        """Cycles between consecutive input vectors when ``o`` is never stalled: the slowest
+        bank's :meth:`bank_cycles_per_vector` (all banks', when they have one shape)."""
+        return max(self.bank_cycles_per_vector(b) for b in range(self.banks))
 
     @property
     def latency(self):
-        """Cycles from an input vector's transfer to its last row (its requantized vector) being
-        valid on ``o``: ``cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` with ``requant``)."""
-        return self.cycles_per_vector + 2 + (REQUANT_CYCLES if self._requant else 0)
+        """The slowest bank's :meth:`bank_latency`: ``cycles_per_vector + 2`` (``+
+        REQUANT_CYCLES`` with ``requant``)."""
+        return max(self.bank_latency(b) for b in range(self.banks))
 
     def elaborate(self, platform):
         m = Module()
         lanes, chunks, rows = self._lanes, self._chunks, self._out
         grouped = self._group_rom is not None
         requant = self._requant is not None
+        n_banks = self.banks
 
-        def bank_base(name, words_per_bank):
-            """First address of the selected bank in a ROM: a constant table on ``bank``, read
-            only when a vector starts (later addresses come from absolute counters)."""
-            if self._banks == 1:
-                return 0
-            base = Signal(range(self._banks * words_per_bank), name=name)
+        def bank_table(name, values):
+            """``values[bank]``: a constant table on ``bank``, read only when a vector starts
+            (later addresses come from absolute counters, the bank's sizes from registers)."""
+            if len(set(values)) == 1:
+                return values[0]
+            value = Signal(range(max(values) + 1), name=name)
             with m.Switch(self.bank):
-                for b in range(self._banks):
-                    with m.Case(b) if b < self._banks - 1 else m.Default():
-                        m.d.comb += base.eq(b * words_per_bank)
-            return base
+                for b in range(n_banks):
+                    with m.Case(b) if b < n_banks - 1 else m.Default():
+                        m.d.comb += value.eq(values[b])
+            return value
+
+        def bank_firsts(per_bank):
+            return [sum(per_bank[:b]) for b in range(n_banks)]
+
+        bank_words = [r * c for r, c in zip(self._bank_rows, self._bank_chunks, strict=True)]
 
         m.submodules.rom = rom = Memory(data=self._rom)
         rd = rom.read_port(domain="sync")
@@ -398,10 +517,17 @@ class MatVec(wiring.Component):
         addr = Signal.like(next_addr)
         chunk = Signal.like(next_chunk)
         row = Signal.like(next_row)
+        # The vector's last chunk of a row and last row: its bank's, held from its first word.
+        held_last_chunk, held_last_row = Signal.like(next_chunk), Signal.like(next_row)
+        last_chunk, last_row = Signal.like(next_chunk), Signal.like(next_row)
         m.d.comb += [
-            addr.eq(Mux(issuing, next_addr, bank_base("rom_base", rows * chunks))),
+            addr.eq(Mux(issuing, next_addr, bank_table("rom_base", bank_firsts(bank_words)))),
             chunk.eq(Mux(issuing, next_chunk, 0)),
             row.eq(Mux(issuing, next_row, 0)),
+            last_chunk.eq(Mux(issuing, held_last_chunk,
+                              bank_table("bank_last_chunk", [c - 1 for c in self._bank_chunks]))),
+            last_row.eq(Mux(issuing, held_last_row,
+                            bank_table("bank_last_row", [r - 1 for r in self._bank_rows]))),
         ]
         # Constant facts about chunk `chunk` of a row.
         group_first = Signal()
@@ -441,7 +567,8 @@ class MatVec(wiring.Component):
         else:
             m.d.comb += stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready)
         # `x` is last read in stage 1, so the next vector may replace it as that word moves on.
-        m.d.comb += self.i.ready.eq(~busy | (s1_valid & s1_final & ~stall))
+        # Never during a stall: a vector's first word is addressed in its transfer cycle.
+        m.d.comb += self.i.ready.eq((~busy | (s1_valid & s1_final)) & ~stall)
         start = self.i.valid & self.i.ready
         issue = Signal()
         m.d.comb += issue.eq(~stall & (issuing | start))
@@ -450,15 +577,18 @@ class MatVec(wiring.Component):
         with m.If(issue):
             m.d.sync += [
                 next_addr.eq(addr + 1),
-                next_chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1)),
-                next_row.eq(Mux(chunk == chunks - 1, row + 1, row)),
+                next_chunk.eq(Mux(chunk == last_chunk, 0, chunk + 1)),
+                next_row.eq(Mux(chunk == last_chunk, row + 1, row)),
                 # The vector's last word: chunk and row are relative to the bank, addr is not.
-                issuing.eq(~((chunk == chunks - 1) & (row == rows - 1))),
+                issuing.eq(~((chunk == last_chunk) & (row == last_row))),
+                held_last_chunk.eq(last_chunk),
+                held_last_row.eq(last_row),
             ]
         if grouped:
             next_gaddr = Signal(range(max(2, self._group_rom.depth)))
             gaddr = Signal.like(next_gaddr)
-            gbase = bank_base("group_rom_base", rows * self.n_groups)
+            gbase = bank_table("group_rom_base", bank_firsts(
+                [r * g for r, g in zip(self._bank_rows, self._bank_groups, strict=True)]))
             m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, gbase)),
                          rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
             with m.If(issue):
@@ -470,8 +600,8 @@ class MatVec(wiring.Component):
                 s1_row.eq(row),
                 # Grouped, the row sum is written once per group: it restarts in group 0.
                 s1_first.eq(row_first if grouped else chunk == 0),
-                s1_last.eq(chunk == chunks - 1),
-                s1_final.eq((chunk == chunks - 1) & (row == rows - 1)),
+                s1_last.eq(chunk == last_chunk),
+                s1_final.eq((chunk == last_chunk) & (row == last_row)),
                 s1_group_first.eq(group_first),
                 s1_group_last.eq(group_last),
                 s2_valid.eq(s1_valid),
@@ -486,14 +616,15 @@ class MatVec(wiring.Component):
         # beside `row`, so that `bank` is not needed after the input transfer).
         if requant:
             s1_qrow = s1_row
-            if self._banks > 1:
+            if n_banks > 1:
                 next_qrow = Signal(range(self._requant_rom.depth))
                 qrow = Signal.like(next_qrow)
                 s1_qrow = Signal.like(next_qrow)
                 m.d.comb += qrow.eq(Mux(issuing, next_qrow,
-                                        bank_base("requant_rom_base", rows)))
+                                        bank_table("requant_rom_base",
+                                                   bank_firsts(self._bank_rows))))
                 with m.If(issue):
-                    m.d.sync += next_qrow.eq(Mux(chunk == chunks - 1, qrow + 1, qrow))
+                    m.d.sync += next_qrow.eq(Mux(chunk == last_chunk, qrow + 1, qrow))
                 with m.If(~stall):
                     m.d.sync += s1_qrow.eq(qrow)
             s2_qrow = Signal.like(s1_qrow)
@@ -559,6 +690,10 @@ class MatVec(wiring.Component):
         # are in separate cycles.
         s4_product = Signal(signed(self._acc_bits + 16))
         s4_shift_minus_one = Signal(6)
+        s4_narrow = Signal()
+        if "narrow" in self._requant_rom.shape.members:
+            with m.If(~stall):
+                m.d.sync += s4_narrow.eq(rd_q.data.narrow)
         with m.If(~stall):
             m.d.sync += [
                 s3_valid.eq(s2_valid & s2_last),
@@ -570,11 +705,12 @@ class MatVec(wiring.Component):
                 s4_shift_minus_one.eq(rd_q.data.shift_minus_one),
             ]
 
-        # Rows arrive in order: shift each one in at the top, so after `out_features` of them
-        # row 0 is element 0, with no row-indexed write decoder.
-        out_bits = self._requant[2]
+        # Rows arrive in order: shift each one in at the top, so after a bank's rows row 0 is
+        # element `out_features - bank_rows`, with no row-indexed write decoder.
+        out_bits = self.out_bits
         y = Signal(signed(out_bits))
-        m.d.comb += y.eq(saturate(rshift_round_var(s4_product, s4_shift_minus_one), out_bits))
+        scaled = rshift_round_var(s4_product, s4_shift_minus_one)
+        m.d.comb += y.eq(Mux(s4_narrow, saturate(scaled, 8), saturate(scaled, out_bits)))
         collect = Signal(data.ArrayLayout(signed(out_bits), rows))
         shifted = [collect[k + 1] for k in range(rows - 1)] + [y]
         with m.If(s4_valid & ~stall):

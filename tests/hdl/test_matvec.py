@@ -45,9 +45,10 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
     put_pause = random_pauses(rng, idle) if idle else None
     get_pause = random_pauses(rng, stall) if stall else None
     rows = dut.out_features
-    # Raw accumulators: one transfer per row; requantized: one per vector.
-    per_transfer = 1 if dut.requant is None else rows
-    count = rows * len(vectors) // per_transfer
+    # Rows of each vector's bank (banks may differ in shape). Raw accumulators: one transfer
+    # per row; requantized: one per vector, the bank's rows at the top of the vector.
+    vector_rows = [dut.bank_rows[b] for b in banks] if banks else [rows] * len(vectors)
+    count = sum(vector_rows) if dut.requant is None else len(vectors)
     results, ins, outs, done = [], [], [], []
 
     async def producer(ctx):
@@ -61,9 +62,10 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
 
     async def consumer(ctx):
         got = await stream_get_all(ctx, dut.o, count, pause=get_pause)
-        for payload in got:
-            results.extend([payload] if dut.requant is None
-                           else [payload[k] for k in range(rows)])
+        if dut.requant is None:
+            results.extend(got)
+        for payload, r in zip(got if dut.requant else [], vector_rows, strict=False):
+            results.extend(payload[k] for k in range(rows - r, rows))
         # Nothing more may come out (no duplicated row).
         ctx.set(dut.o.ready, 1)
         for _ in range(dut.chunks + 3):
@@ -91,7 +93,8 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
     sim.add_process(watchdog(limit))
     sim.run()
     assert done
-    per_vector = [results[k * rows:(k + 1) * rows] for k in range(len(vectors))]
+    firsts = [sum(vector_rows[:k]) for k in range(len(vectors) + 1)]
+    per_vector = [results[firsts[k]:firsts[k + 1]] for k in range(len(vectors))]
     return per_vector, [c for c, _ in ins], [c for c, _ in outs]
 
 
@@ -612,3 +615,145 @@ def test_banks_construction_errors(kwargs, error, message):
     with pytest.raises(error) as info:
         MatVec(**args)
     assert str(info.value) == message
+
+
+# --- banks of different shapes: one multiplier array for matrices of several sizes ---
+
+# (rows, inputs) per bank: the widest bank is not the first, and one bank has a single row.
+MIXED = [(3, 8), (5, 12), (1, 4), (4, 12)]
+
+
+def random_mixed(rng, shapes, bits, group_size=None, out_bits=None):
+    """Stacked weights, group multipliers and requantization of banks of ``shapes``."""
+    weights, gm, ms, shifts = [], [], [], []
+    for rows, cols in shapes:
+        w, g = random_format(rng, rows, cols, bits, group_size)
+        weights += w
+        gm += g or []
+        if out_bits is not None:
+            raw = golden(w, [[127] * cols], g, group_size, None)[0]
+            m, s = constants(rng, rows, 2 ** 7 / (max(abs(v) for v in raw) or 1))
+            ms, shifts = ms + m, shifts + s
+    rq = None if out_bits is None else (ms, shifts, out_bits)
+    return weights, (gm or None), rq
+
+
+def check_mixed(shapes, order, *, lanes, bits=8, group_size=None, out_bits=None, seed=0,
+                **pauses):
+    """Each vector, on its bank alone, equals ``golden``; the inputs beyond its bank's are
+    random (they must not matter)."""
+    rng = random.Random(seed)
+    weights, gm, rq = random_mixed(rng, shapes, bits, group_size, out_bits)
+    dut = MatVec(weights=weights, lanes=lanes, bits=bits, group_size=group_size,
+                 group_mult=gm, requant=rq, banks=[r for r, _ in shapes])
+    width = max(c for _, c in shapes)
+    vectors = [[rng.randint(-128, 127) for _ in range(width)] for _ in order]
+    got, ins, outs = simulate(dut, vectors, banks=order, seed=seed, **pauses)
+    firsts = [sum(r for r, _ in shapes[:b]) for b in range(len(shapes) + 1)]
+    for x, b, result in zip(vectors, order, got, strict=True):
+        rows, cols = shapes[b]
+        part = slice(firsts[b], firsts[b + 1])
+        bank_rq = None if rq is None else (rq[0][part], rq[1][part],
+                                           out_bits[b] if isinstance(out_bits, tuple)
+                                           else out_bits)
+        want = golden(weights[part], [x[:cols]], None if gm is None else gm[part], group_size,
+                      bank_rq)[0]
+        assert result == want, f"bank {b}"
+    return dut, ins, outs
+
+
+MIXED_ORDER = [1, 0, 2, 3, 1, 3, 0, 2, 2, 1]
+
+
+@pytest.mark.parametrize(("bits", "group_size", "lanes", "out_bits"), [
+    (8, None, 4, None), (8, None, 12, (8, 16, 16, 8)), (4, 4, 4, 16), (2, None, 5, (16, 8, 8, 8)),
+    (5, 4, 3, (8, 8, 16, 16)), (8, None, 1, 8)])
+def test_mixed_banks_timing_back_to_back(bits, group_size, lanes, out_bits):
+    # Back-to-back vectors of banks of different sizes: each keeps its own bank's timing,
+    # which is the timing of a MatVec of that bank alone.
+    dut, ins, outs = check_mixed(MIXED, MIXED_ORDER, lanes=lanes, bits=bits,
+                                 group_size=group_size, out_bits=out_bits, seed=lanes + bits)
+    assert dut.bank_rows == tuple(r for r, _ in MIXED)
+    assert dut.bank_in_features == tuple(c for _, c in MIXED)
+    assert (dut.in_features, dut.out_features) == (12, 5)
+    chunks = [-(-c // lanes) if group_size is None else
+              -(-c // group_size) * -(-group_size // lanes) for _, c in MIXED]
+    assert dut.bank_chunks == tuple(chunks)
+    cycles = [dut.bank_cycles_per_vector(b) for b in MIXED_ORDER]
+    assert cycles == [MIXED[b][0] * chunks[b] for b in MIXED_ORDER]
+    assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == cycles[:-1]
+    ends = (list(range(len(MIXED_ORDER))) if out_bits is not None else
+            [sum(MIXED[b][0] for b in MIXED_ORDER[:k + 1]) - 1 for k in range(len(ins))])
+    assert [outs[e] - i for e, i in zip(ends, ins, strict=True)] == [
+        dut.bank_latency(b) for b in MIXED_ORDER]
+    assert dut.latency == max(dut.bank_latency(b) for b in range(len(MIXED)))
+
+
+@pytest.mark.parametrize(("idle", "stall"), [(0.5, 0.0), (0.0, 0.6), (0.5, 0.5)])
+@pytest.mark.parametrize(("bits", "group_size", "lanes", "out_bits"), [
+    (8, None, 5, (8, 16, 16, 8)), (4, 4, 2, None), (8, 2, 2, 16)])
+def test_mixed_banks_pauses_on_both_streams(idle, stall, bits, group_size, lanes, out_bits):
+    check_mixed(MIXED, MIXED_ORDER, lanes=lanes, bits=bits, group_size=group_size,
+                out_bits=out_bits, seed=lanes * 7 + bits, idle=idle, stall=stall)
+
+
+def test_mixed_banks_saturate_to_their_own_width():
+    # The same rows as an 8-bit and a 16-bit bank: the 8-bit one saturates, the other not.
+    weights = [[127] * 4] * 2
+    dut = MatVec(weights=weights, lanes=2, requant=([1, 1], [1, 1], (8, 16)), banks=[1, 1])
+    got, _, _ = simulate(dut, [[127] * 4, [127] * 4], banks=[0, 1])
+    assert got == [[127], [2 * 127 * 127]]
+    assert dut.bank_out_bits(0) == 8 and dut.bank_out_bits(1) == 16 and dut.out_bits == 16
+    assert dut.rom_bits == 8 * 2 * 2 * 2 + 22 * 2
+
+
+def test_mixed_banks_roms_are_the_separate_roms_stacked():
+    rng = random.Random(5)
+    shapes = [(2, 6), (3, 9), (1, 3)]
+    weights, gm, rq = random_mixed(rng, shapes, 4, 3, (16, 8, 16))
+    dut = MatVec(weights=weights, lanes=3, bits=4, group_size=3, group_mult=gm, requant=rq,
+                 banks=[2, 3, 1])
+    firsts = [0, 2, 5, 6]
+    parts = [MatVec(weights=weights[a:b], lanes=3, bits=4, group_size=3, group_mult=gm[a:b],
+                    requant=(rq[0][a:b], rq[1][a:b], ob))
+             for a, b, ob in zip(firsts[:-1], firsts[1:], (16, 8, 16), strict=True)]
+    assert dut.requant[2] == (16, 8, 16)
+    assert list(dut.rom.init) == [w for p in parts for w in p.rom.init]
+    assert list(dut.group_rom.init) == [g for p in parts for g in p.group_rom.init]
+    assert list(dut.requant_rom.init) == [
+        {**w, "narrow": ob == 8} for p, ob in zip(parts, (16, 8, 16), strict=True)
+        for w in p.requant_rom.init]
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"banks": [2, 1]}, ValueError, "banks must add up to the 4 weight rows, not 3"),
+    ({"banks": [2, 0, 2]}, ValueError, "banks[1] must be an integer >= 1, not 0"),
+    ({"banks": []}, ValueError, "banks must be an integer >= 1 or a list of row counts, not []"),
+    ({"weights": [[1] * 7, [2] * 7, [3] * 4, [4] * 5], "banks": [2, 2]}, ValueError,
+     "weights row 3 has 5 columns, expected 4 (the length of row 2)"),
+    ({"weights": [[1] * 8, [2] * 8, [3] * 6, [4] * 6], "banks": [2, 2], "group_size": 4,
+      "group_mult": [[1] * 2] * 4}, ValueError,
+     "bank 1 (6 inputs in groups of 4) does not chunk like bank 0 (8 inputs): use a group "
+     "size that divides every bank's inputs"),
+    ({"weights": [[1] * 8, [2] * 8, [3] * 4, [4] * 4], "banks": [2, 2], "group_size": 4,
+      "group_mult": [[1] * 2] * 4}, ValueError, "group_mult[2] must have 1 entries, not 2"),
+    ({"banks": [2, 2], "requant": ([1] * 4, [1] * 4, (8, 16, 8))}, ValueError,
+     "requant out_bits must be 8, 16 or one of them per bank (2), not (8, 16, 8)"),
+    ({"banks": [2, 2], "requant": ([1] * 4, [1] * 4, (8, 12))}, ValueError,
+     "requant out_bits must be 8 or 16, not 12"),
+])
+def test_mixed_banks_construction_errors(kwargs, error, message):
+    args = {"weights": [[1] * 7, [2] * 7, [3] * 7, [4] * 7], "lanes": 3, **kwargs}
+    with pytest.raises(error) as info:
+        MatVec(**args)
+    assert str(info.value) == message
+
+
+def test_a_vector_offered_during_a_stall_is_computed():
+    # The output holds one vector nobody takes and the last stage a second one: the unit
+    # must not take a third vector it cannot start (it would never be computed).
+    dut = MatVec(weights=[[1, 2], [3, 4]], lanes=2, requant=([1, 1], [1, 1], 16))
+    vectors = [[1, 1], [2, 2], [3, 3]]
+    got, ins, outs = simulate(dut, vectors, idle=0.9, stall=0.95, seed=3)
+    assert got == golden([[1, 2], [3, 4]], vectors, None, None, ([1, 1], [1, 1], 16))

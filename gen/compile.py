@@ -73,6 +73,7 @@ class CompileOptions:
     vector_lanes: int | None = None
     engine: str = "lanes"
     weight_store: str = "rom"
+    matrix_rows: int = 1
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -80,10 +81,11 @@ class CompileOptions:
 
 _TYPES = {"weights": (str,), "group_size": (int, type(None)), "lanes": (int,),
           "context": (int, type(None)), "rom_style": (str,), "vector_lanes": (int, type(None)),
-          "engine": (str,), "weight_store": (str,)}
+          "engine": (str,), "weight_store": (str,), "matrix_rows": (int,)}
 
-# "lanes": a datapath per unit with N multiply-accumulate lanes (hdl/decoder.py); "serial": the
-# whole model on one multiplier (hdl/serial/), for the smallest parts.
+# "lanes": a datapath per unit, every matrix on one array of N multiply-accumulate lanes
+# (hdl/decoder.py); "serial": the whole model on one multiplier (hdl/serial/), for the smallest
+# parts.
 ENGINES = ("lanes", "serial")
 # "rom": the weights are constants of the design; "flash": the serial engine keeps them in RAM
 # (SPRAM on the UP5K), filled at power-up from the board's SPI flash.
@@ -99,7 +101,7 @@ def _check_option(key, value, where):
         want = {"weights": "a string", "group_size": "an integer or null", "lanes": "an integer",
                 "context": "an integer or null", "rom_style": "a string",
                 "vector_lanes": "an integer or null", "engine": "a string",
-                "weight_store": "a string"}[key]
+                "weight_store": "a string", "matrix_rows": "an integer"}[key]
         raise ConfigError(f"{where}: {key} must be {want}, not {value!r}")
     if key == "weights" and value not in WEIGHT_OPTIONS:
         raise ConfigError(f"{where}: weights must be one of {', '.join(WEIGHT_OPTIONS)}, "
@@ -112,7 +114,8 @@ def _check_option(key, value, where):
     if key == "rom_style" and value not in ROM_STYLES:
         raise ConfigError(f"{where}: rom_style must be one of {', '.join(ROM_STYLES)}, "
                           f"not {value!r}")
-    if key in ("group_size", "lanes", "context", "vector_lanes") and value is not None \
+    if key in ("group_size", "lanes", "context", "vector_lanes", "matrix_rows") \
+            and value is not None \
             and value < 1:
         raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
 
@@ -120,7 +123,7 @@ def _check_option(key, value, where):
 def load_options(path=None, **overrides):
     """The :class:`CompileOptions` of the YAML file ``path`` (a mapping with any of the keys
     ``weights``, ``group_size``, ``lanes``, ``vector_lanes``, ``context``, ``rom_style``,
-    ``engine``, ``weight_store``), then
+    ``engine``, ``weight_store``, ``matrix_rows``), then
     ``overrides`` whose value is not ``None`` on top. Raises :class:`ConfigError` naming the
     file and key for an unreadable file, an unknown key or a value of the wrong type, and for
     ``weight_store: flash`` on another engine than the serial one."""
@@ -189,7 +192,7 @@ def resolve_lanes(qm, options):
     replaced by ``lanes``: the form :func:`inputs_hash` and the manifest take, so that equal
     hardware has one identity. The serial engine has one multiplier: lanes 1."""
     if options.engine == "serial":
-        return dataclasses.replace(options, lanes=1, vector_lanes=1)
+        return dataclasses.replace(options, lanes=1, vector_lanes=1, matrix_rows=1)
     lanes = check_lanes(qm, options.lanes)
     return dataclasses.replace(options, lanes=lanes, vector_lanes=options.vector_lanes or lanes)
 
@@ -225,6 +228,8 @@ def inputs_hash(qm, options):
         del values["engine"]        # the identity lanes designs had before the serial engine
     if values["weight_store"] == "rom":
         del values["weight_store"]  # the identity designs had before the flash weight store
+    if values["matrix_rows"] == 1:
+        del values["matrix_rows"]   # ... and before the MAC array had rows
     _feed(h, values)
     return h.hexdigest()
 
@@ -281,7 +286,7 @@ def _cycles(qm, decoder, lanes):
     ctx = decoder.context
     points = sorted({0, ctx // 2, ctx - 1})
     per_pos = [decoder.cycles_per_token(p) for p in range(ctx)]
-    return {
+    out = {
         "formula": _formula(decoder),
         "at_pos": {str(p): per_pos[p] for p in points},
         "mac_lanes_ideal": {str(p): -(-macs_per_token(qm, p) // lanes) for p in points},
@@ -289,6 +294,9 @@ def _cycles(qm, decoder, lanes):
         "prompt_token_at_pos": {str(p): decoder.cycles_per_prompt_token(p) for p in points},
         "per_pos": per_pos,
     }
+    if hasattr(decoder, "cycles_by_work"):
+        out["by_work_at_pos"] = {str(p): decoder.cycles_by_work(p) for p in points}
+    return out
 
 
 def _ports(decoder):
@@ -352,7 +360,7 @@ def compile_model(qm, options, out_dir, *, source_hash):
     options = resolve_lanes(qm, options)
     lanes = options.lanes
     config = HardwareConfig(lanes=lanes, context=options.context,
-                            vector_lanes=options.vector_lanes)
+                            vector_lanes=options.vector_lanes, matrix_rows=options.matrix_rows)
     if options.engine == "serial":
         decoder = SerialDecoder(image=serial_image(qm, options.context),
                                 weight_store=options.weight_store)

@@ -278,11 +278,17 @@ def _limits(report, manifest):
                f"requantization, norm gain and softmax step on a shift-add multiplier, 16-27 "
                f"cycles each): one multiplier does all the work, which is what makes it small"]
     else:
+        work = cyc["by_work_at_pos"][first]
+        total = sum(work.values())
+        share = ", ".join(f"{name} {n:,} ({100 * n / total:.0f} %)" for name, n in (
+            ("matrix products", work["matrices"]), ("attention", work["attention"]),
+            ("element-wise units", work["vector"])))
         out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
-           f"with {lanes} lanes ({ideal:,} if every cycle did {lanes} multiply-accumulates): one "
-           f"token is in flight and the units run one after another, so one ROM read port "
-           f"works at a time; more lanes make the ROM words wider (more block RAMs side by "
-           f"side)"]
+               f"with {lanes} lanes ({ideal:,} if every cycle did {lanes} multiply-accumulates): "
+               f"{share}. One token is in flight and the units run one after another; the "
+               f"matrix products share one MAC array whose lanes span a row's inputs, so a "
+               f"matrix of n inputs uses at most n of them, and the element-wise units run at "
+               f"--vector-lanes {manifest['config']['vector_lanes']}"]
     speed = report["tokens_per_s"]
     if speed["uart_limit"] < speed["at_fmax"]["pos0"]:
         out.append(f"link: a token frame is {FRAME_BITS} bits, so {report['uart']['baud']} baud "

@@ -48,12 +48,15 @@ def _positive(name, value, *, optional=False):
 class HardwareConfig:
     """How a decoder is built.
 
-    ``lanes``: multiply–accumulates per cycle of the matrix and attention units, and elements
-    per cycle of the others, clipped per unit to what it can use (:func:`unit_lanes`);
+    ``lanes``: multiply–accumulates per cycle (per row of it) of the matrix unit, which every
+    matrix shares, and of the attention unit, and elements per cycle of the others, clipped
+    per unit to what it can use (:func:`unit_lanes`);
     ``vector_lanes``: elements per cycle of the element-wise units (RMSNorm, RoPE, SwiGLU,
     residual add, embedding, argmax, the attention's output stage) when they should have fewer
     than ``lanes`` (``None``: the same as ``lanes``). They take a few percent of the cycles but
-    most of the multipliers, so fewer lanes there cost little time and much area; ``context``:
+    most of the multipliers, so fewer lanes there cost little time and much area;
+    ``matrix_rows``: rows the matrix unit works on at once (``matrix_rows * lanes``
+    multipliers), for matrices with fewer inputs than the lanes would use; ``context``:
     KV cache depth, ``None`` for the quantized model's own ``context`` (it may be smaller, never
     larger: the RoPE tables stop there).
 
@@ -63,9 +66,11 @@ class HardwareConfig:
     lanes: int
     context: int | None = None
     vector_lanes: int | None = None
+    matrix_rows: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "lanes", _positive("lanes", self.lanes))
+        object.__setattr__(self, "matrix_rows", _positive("matrix_rows", self.matrix_rows))
         object.__setattr__(self, "vector_lanes",
                            _positive("vector_lanes", self.vector_lanes, optional=True))
         object.__setattr__(self, "context", _positive("context", self.context, optional=True))
@@ -174,8 +179,8 @@ def decoder_params(qm, config):
     "rope_sin" (``[context][head_dim/2]``), "embed", "layers" (a tuple of dicts: "attn_norm",
     "qkv" (wq|wk|wv rows fused, all 8-bit outputs), "rope" (``n_heads + n_kv_heads`` heads: q and
     k share the tables), "attention", "wo", "ffn_norm", "w13" (w1 rows then w3 rows), "swiglu",
-    "w2"), "norm", "head" and "argmax". A matvec dict holds "weights", "bits", "group_size",
-    "group_mult", "M", "shift", "out_bits", "lanes".
+    "w2"), "norm", "head", "argmax" and "matrix_rows". A matvec dict holds "weights", "bits",
+    "group_size", "group_mult", "M", "shift", "out_bits", "lanes".
 
     Raises :class:`ConfigError` for a context or a model beyond a bound (:func:`check_context`,
     :func:`check_bounds`) or matrices that cannot be fused.
@@ -235,4 +240,5 @@ def decoder_params(qm, config):
         "norm": _norm(qm.norm, vlanes),
         "head": _linear("head", (qm.head,), lanes),
         "argmax": {"lanes": unit_lanes(vlanes, spec.vocab_size)},
+        "matrix_rows": config.matrix_rows,
     }

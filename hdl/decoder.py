@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from .argmax import Argmax
 from .embedding import Embedding
 from .generation import GenerationLoop, decoder_signature, token_bits
-from .layer import DecoderLayer, requant_matvec
+from .layer import DecoderLayer, layer_matrices, matvec_result, requant_matvec, stack_matrices
 from .rmsnorm import RMSNorm
 
 __all__ = ["Decoder"]
@@ -16,7 +16,9 @@ class Decoder(wiring.Component):
     """Embedding → N × :class:`DecoderLayer` → final RMSNorm → head matvec → Argmax, with the
     greedy generation loop on chip. One token is in flight at a time, so one layer datapath
     serves all N layers: its output loops back to its input with the next layer's constants
-    selected, in the same cycle (no bubble).
+    selected, in the same cycle (no bubble). For the same reason one :class:`MatVec`
+    (``matrices``) computes every matrix–vector product, the layers' four and the LM head's,
+    each matrix a bank of it: its ``lanes`` multipliers are the decoder's MAC array.
 
     Parameters
     ----------
@@ -91,11 +93,15 @@ class Decoder(wiring.Component):
         self._vocab, self._dim, self._context = p["vocab"], p["dim"], p["context"]
         self._eos = p["eos_id"]
         self.embed = Embedding(**p["embed"])
+        # Banks: every layer's qkv, wo, w13, w2 (layer_matrices), then the head.
+        self.matrices = requant_matvec({
+            **stack_matrices([*layer_matrices(p["layers"]), p["head"]]),
+            "rows_per_cycle": p.get("matrix_rows", 1)})
+        self._head_bank = self.matrices.banks - 1
         self.layer = DecoderLayer(layers=p["layers"], dim=self._dim, context=self._context,
                                   rsqrt=p["rsqrt"], exp2=p["exp2"], rope_cos=p["rope_cos"],
-                                  rope_sin=p["rope_sin"])
+                                  rope_sin=p["rope_sin"], matvec=self.matrices)
         self.norm = RMSNorm(rsqrt_table=p["rsqrt"], **p["norm"])
-        self.head = requant_matvec(p["head"])
         self.argmax = Argmax(n=self._vocab, **p["argmax"])
         self._token_bits = token_bits(self._vocab)
         super().__init__(decoder_signature(self._vocab))
@@ -121,8 +127,19 @@ class Decoder(wiring.Component):
 
     def cycles_per_token(self, pos):
         """Clock edges per generated token fed back at position ``pos`` (see the docstring)."""
-        return (1 + self._body_cycles(pos) + self.norm.latency + self.head.latency
-                + self.argmax.latency)
+        return (1 + self._body_cycles(pos) + self.norm.latency
+                + self.matrices.bank_latency(self._head_bank) + self.argmax.latency)
+
+    def cycles_by_work(self, pos):
+        """:meth:`cycles_per_token` ``(pos)`` split into what takes the cycles: "matrices" (the
+        MAC array: every layer's four products and the head), "attention" (scores, softmax and
+        values of every layer) and "vector" (the element-wise units, embedding, argmax and the
+        feedback edge)."""
+        matrices = (self.n_layers * self.layer.matrix_cycles
+                    + self.matrices.bank_latency(self._head_bank))
+        attention = self.n_layers * self.layer.attention.cycles(pos)
+        return {"matrices": matrices, "attention": attention,
+                "vector": self.cycles_per_token(pos) - matrices - attention}
 
     def cycles_per_prompt_token(self, pos):
         """Clock edges per non-final prompt token at position ``pos``."""
@@ -133,7 +150,7 @@ class Decoder(wiring.Component):
         m.submodules.embed = self.embed
         m.submodules.layer = layer = self.layer
         m.submodules.norm = self.norm
-        m.submodules.head = self.head
+        m.submodules.matrices = mv = self.matrices
         m.submodules.argmax = self.argmax
 
         loop = GenerationLoop(self, vocab=self._vocab, context=self._context, eos_id=self._eos,
@@ -159,8 +176,29 @@ class Decoder(wiring.Component):
             layer.i.payload.pos.eq(pos),
             self.norm.i.payload.eq(layer.o.payload.x),
         ]
-        wiring.connect(m, self.norm.o, self.head.i)
-        wiring.connect(m, self.head.o, self.argmax.i)
+        # The MAC array's two clients, never both waiting: the layer, and the head after the
+        # final norm. `to_head` routes the product back to whoever asked for it.
+        to_head = Signal()
+        head_x = Signal.like(mv.i.payload)
+        m.d.comb += head_x.as_value()[:len(self.norm.o.payload.as_value())].eq(
+            self.norm.o.payload)
+        m.d.comb += [
+            mv.i.valid.eq(layer.mv_i.valid | self.norm.o.valid),
+            mv.i.payload.eq(Mux(self.norm.o.valid, head_x, layer.mv_i.payload.x)),
+            mv.bank.eq(Mux(self.norm.o.valid, self._head_bank, layer.mv_i.payload.bank)),
+            layer.mv_i.ready.eq(mv.i.ready),
+            self.norm.o.ready.eq(mv.i.ready),
+        ]
+        with m.If(mv.i.valid & mv.i.ready):
+            m.d.sync += to_head.eq(self.norm.o.valid)
+        m.d.comb += [
+            layer.mv_o.valid.eq(mv.o.valid & ~to_head),
+            layer.mv_o.payload.eq(mv.o.payload),
+            self.argmax.i.valid.eq(mv.o.valid & to_head),
+            self.argmax.i.payload.eq(matvec_result(m, mv, mv.o.payload, self._head_bank,
+                                                   mv.bank_out_bits(self._head_bank))),
+            mv.o.ready.eq(Mux(to_head, self.argmax.i.ready, layer.mv_o.ready)),
+        ]
         m.d.comb += self.embed.i.payload.eq(token)
 
         with m.FSM(name="control", init="PROMPT"):

@@ -14,17 +14,20 @@ from .rmsnorm import RMSNorm
 from .rope import RoPE
 from .swiglu import SwiGLU
 
-__all__ = ["DecoderLayer", "requant_matvec", "stack_layers"]
+__all__ = ["DecoderLayer", "MATRICES", "layer_matrices", "matvec_request", "matvec_result",
+           "requant_matvec", "stack_layers", "stack_matrices"]
 
 
-def requant_matvec(params, banks=1):
+def requant_matvec(params):
     """A :class:`MatVec` with requantized whole-vector output from a
-    :func:`hardwire.gen.hardware.decoder_params` matvec dict (``banks`` stacked matrices)."""
+    :func:`hardwire.gen.hardware.decoder_params` matvec dict, or from :func:`stack_matrices`'
+    (whose "banks" and per-bank "out_bits" it passes on)."""
     kwargs = {}
     if params["group_mult"] is not None:
         kwargs.update(group_size=params["group_size"], group_mult=params["group_mult"])
     return MatVec(weights=params["weights"], lanes=params["lanes"], bits=params["bits"],
-                  requant=(params["M"], params["shift"], params["out_bits"]), banks=banks,
+                  requant=(params["M"], params["shift"], params["out_bits"]),
+                  banks=params.get("banks", 1), rows_per_cycle=params.get("rows_per_cycle", 1),
                   **kwargs)
 
 
@@ -40,27 +43,31 @@ def _regrouped(mv, size):
     return tuple(tuple(row[k // own] for k in starts) for row in mv["group_mult"])
 
 
-def _stack_matvec(name, mats):
-    """One matvec dict of ``mats`` stacked as banks. Layers whose scale groups differ (a GGUF may
-    keep a projection as blocks in some layers only, or with other block sizes) share the
-    greatest common group size, the others' multipliers repeated (:func:`_regrouped`)."""
-    first = mats[0]
-    if any(mv["out_bits"] != first["out_bits"] for mv in mats):
-        raise ValueError(f"{name}: the layers differ in out_bits and cannot share one unit")
+def stack_matrices(mats):
+    """One matvec dict holding the matrices ``mats`` (any shapes) as the banks of one
+    :class:`MatVec`, bank ``b`` being ``mats[b]``; "banks" gives their rows, "out_bits" is a
+    tuple per bank and "lanes" the most any of them asked for.
+
+    Scale groups must chunk every bank alike: when some matrices have groups, all share the
+    greatest common group size (also dividing every bank's inputs when one of them is not a
+    multiple of it), the others' multipliers repeated (:func:`_regrouped`) or all 1. A GGUF
+    may keep a projection as blocks in some layers only, or with other block sizes."""
     sizes = {mv["group_size"] for mv in mats if mv["group_mult"] is not None}
-    same = len({(mv["group_size"], mv["group_mult"] is None) for mv in mats}) == 1
     size = math.gcd(*sizes) if sizes else None
-    lanes = min(mv["lanes"] for mv in mats)
+    n_ins = [len(mv["weights"][0]) for mv in mats]
+    if size is not None and any(n % size for n in n_ins):
+        size = math.gcd(size, *n_ins)
+    lanes = max(mv["lanes"] for mv in mats)
     return {
         "weights": sum((mv["weights"] for mv in mats), ()),
         "bits": max(mv["bits"] for mv in mats),
         "group_size": size,
-        "group_mult": None if size is None else sum(
-            (mv["group_mult"] if same else _regrouped(mv, size) for mv in mats), ()),
+        "group_mult": None if size is None else sum((_regrouped(mv, size) for mv in mats), ()),
         "M": sum((mv["M"] for mv in mats), ()),
         "shift": sum((mv["shift"] for mv in mats), ()),
-        "out_bits": first["out_bits"],
+        "out_bits": tuple(mv["out_bits"] for mv in mats),
         "lanes": lanes if size is None else min(lanes, size),
+        "banks": tuple(len(mv["weights"]) for mv in mats),
     }
 
 
@@ -71,11 +78,22 @@ def _stack_norm(norms):
             "lanes": norms[0]["lanes"]}
 
 
+#: The layer's matrices, in their order along the datapath: bank ``4 * layer + k`` of the shared
+#: :class:`MatVec` is matrix ``MATRICES[k]`` of layer ``layer`` (:func:`layer_matrices`).
+MATRICES = ("qkv", "wo", "w13", "w2")
+
+
+def layer_matrices(layers):
+    """The matvec dicts of every layer's matrices in bank order (:data:`MATRICES`)."""
+    return [lp[name] for lp in layers for name in MATRICES]
+
+
 def stack_layers(layers):
     """The per-layer dicts of ``decoder_params(...)["layers"]`` as one dict of stacked banks
-    (layer ``b`` is bank ``b`` of every unit): matrices' rows, gains and SILU tables
-    concatenated, per-layer scalars as tuples. Units that carry no per-layer constant (RoPE,
-    residual add) take the first layer's parameters."""
+    (layer ``b`` is bank ``b`` of every unit but the matrices, which :func:`layer_matrices`
+    gives to the shared :class:`MatVec`): gains and SILU tables concatenated, per-layer scalars
+    as tuples. Units that carry no per-layer constant (RoPE, residual add) take the first
+    layer's parameters."""
     first = layers[0]
     for key in ("rope", "residual"):
         if any(lp[key] != first[key] for lp in layers):
@@ -85,18 +103,14 @@ def stack_layers(layers):
                s_att=tuple(lp["attention"]["s_att"] for lp in layers))
     return {
         "attn_norm": _stack_norm([lp["attn_norm"] for lp in layers]),
-        "qkv": _stack_matvec("qkv", [lp["qkv"] for lp in layers]),
         "rope": first["rope"],
         "attention": att,
-        "wo": _stack_matvec("wo", [lp["wo"] for lp in layers]),
         "residual": first["residual"],
         "ffn_norm": _stack_norm([lp["ffn_norm"] for lp in layers]),
-        "w13": _stack_matvec("w13", [lp["w13"] for lp in layers]),
         "swiglu": {"silu_table": sum((lp["swiglu"]["silu_table"] for lp in layers), ()),
                    "M": tuple(lp["swiglu"]["M"] for lp in layers),
                    "s": tuple(lp["swiglu"]["s"] for lp in layers),
                    "lanes": first["swiglu"]["lanes"]},
-        "w2": _stack_matvec("w2", [lp["w2"] for lp in layers]),
     }
 
 
@@ -105,6 +119,24 @@ def _link(m, src, dst, payload=None):
     # producer's valid never depends on ready.
     m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
                  dst.payload.eq(src.payload if payload is None else payload)]
+
+
+def matvec_request(matvec):
+    """The layout of a request to the shared ``matvec``: the input vector ``x`` (a bank's
+    inputs first, the rest ignored) and the ``bank``."""
+    return data.StructLayout({"x": data.ArrayLayout(signed(8), matvec.in_features),
+                              "bank": range(matvec.banks)})
+
+
+def matvec_result(m, matvec, payload, bank, bits):
+    """Bank ``bank``'s requantized vector from the shared ``matvec``'s output ``payload`` (its
+    ``bank_rows[bank]`` elements from ``bank_first``), as ``bits``-bit elements (the bank's own
+    width)."""
+    rows = matvec.bank_rows[bank]
+    first = matvec.bank_first(bank)
+    out = Signal(data.ArrayLayout(signed(bits), rows), name=f"bank{bank}_result")
+    m.d.comb += [out[k].eq(payload[first + k]) for k in range(rows)]
+    return out
 
 
 class DecoderLayer(wiring.Component):
@@ -116,6 +148,11 @@ class DecoderLayer(wiring.Component):
     layers' rows; ``index`` picks the bank. Only one token is ever in flight and the layers run
     one after another, so sharing costs no cycle and divides the logic by ``n_layers``.
 
+    The four matrix–vector products run one after another too, so they are not in the layer:
+    it sends each input vector on ``mv_i`` to one shared :class:`MatVec` (the decoder's, which
+    also serves the LM head) with the bank of the matrix, and takes the product back on
+    ``mv_o``. One multiplier array of ``lanes`` thus does the work of five.
+
     Parameters
     ----------
     layers : tuple of dict
@@ -125,6 +162,10 @@ class DecoderLayer(wiring.Component):
         The shared RSQRT and EXP2 tables.
     rope_cos, rope_sin : tuple of tuple of int
         ``[context][head_dim/2]`` Q1.14 tables.
+    matvec : MatVec
+        The shared unit, whose bank ``4 * layer + k`` is matrix :data:`MATRICES` ``[k]`` of
+        ``layer`` (:func:`layer_matrices` first in its banks). The layer only reads its shape
+        and timing; the decoder elaborates it.
 
     Members
     -------
@@ -136,6 +177,10 @@ class DecoderLayer(wiring.Component):
         leaves.
     o : ``Out(stream.Signature(<the same layout>))``
         The layer's residual output and the same ``pos``.
+    mv_i : ``Out(stream.Signature(matvec_request(matvec)))``
+        The input vector of the next product and its bank; at most one is outstanding.
+    mv_o : ``In(stream.Signature(<matvec.o's payload>))``
+        The product of the last request.
     index : ``In(range(n_layers))`` (only with ``n_layers > 1``)
         The layer the token in flight is in: held stable from the input transfer to the output
         transfer.
@@ -143,36 +188,36 @@ class DecoderLayer(wiring.Component):
     Timing
     ------
     :meth:`cycles` ``(pos)``: clock edges from the input transfer to the output transfer with
-    ``o`` always ready, the sum of the units' latencies (the glue adds no register), the same
-    for every layer. ``i.ready`` depends combinationally on ``o.ready``.
+    ``o`` always ready and ``mv_i``/``mv_o`` wired straight to the shared unit, the sum of the
+    units' latencies and the four banks' (the glue adds no register), the same for every layer.
+    ``i.ready`` depends combinationally on ``o.ready``.
     """
 
-    def __init__(self, *, layers, dim, context, rsqrt, exp2, rope_cos, rope_sin):
+    def __init__(self, *, layers, dim, context, rsqrt, exp2, rope_cos, rope_sin, matvec):
         self._n_layers = n = len(layers)
         p = stack_layers(layers)
         self._dim, self._context = dim, context
         att = p["attention"]
         self._q_dim = att["n_heads"] * att["head_dim"]
         self._kv_dim = att["n_kv_heads"] * att["head_dim"]
-        self._ffn = len(p["w2"]["weights"][0])
+        self._ffn = len(layers[0]["w2"]["weights"][0])
+        self._matvec = matvec
 
         def norm(q):
             return RMSNorm(rsqrt_table=rsqrt, banks=n, **q)
 
         self.norm1 = norm(p["attn_norm"])
-        self.qkv = requant_matvec(p["qkv"], n)
         self.rope = RoPE(cos=rope_cos, sin=rope_sin, **p["rope"])
         self.attention = Attention(context=context, exp2_table=exp2, banks=n, **att)
-        self.wo = requant_matvec(p["wo"], n)
         self.add1 = ResidualAdd(n=dim, **p["residual"])
         self.norm2 = norm(p["ffn_norm"])
-        self.w13 = requant_matvec(p["w13"], n)
         self.swiglu = SwiGLU(n=self._ffn, banks=n, **p["swiglu"])
-        self.w2 = requant_matvec(p["w2"], n)
         self.add2 = ResidualAdd(n=dim, **p["residual"])
         layout = data.StructLayout({"x": data.ArrayLayout(signed(16), dim),
                                     "pos": unsigned(context.bit_length())})
-        members = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))}
+        members = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+                   "mv_i": Out(stream.Signature(matvec_request(matvec))),
+                   "mv_o": In(stream.Signature(matvec.o.payload.shape()))}
         if n > 1:
             members["index"] = In(range(n))
         super().__init__(members)
@@ -181,23 +226,28 @@ class DecoderLayer(wiring.Component):
     def n_layers(self):
         return self._n_layers
 
-    BANKED = ("norm1", "qkv", "attention", "wo", "norm2", "w13", "swiglu", "w2")
+    BANKED = ("norm1", "attention", "norm2", "swiglu")
+
+    @property
+    def matrix_cycles(self):
+        """The part of :meth:`cycles` the four products take: their banks' latencies."""
+        return sum(self._matvec.bank_latency(k) for k in range(len(MATRICES)))
 
     def cycles(self, pos):
         """Clock edges from the input transfer to the output transfer at position ``pos``."""
-        return (self.norm1.latency + self.qkv.latency + self.rope.latency
-                + self.attention.cycles(pos) + self.wo.latency + self.add1.latency
-                + self.norm2.latency + self.w13.latency + self.swiglu.latency
-                + self.w2.latency + self.add2.latency)
+        return (self.norm1.latency + self.rope.latency + self.attention.cycles(pos)
+                + self.add1.latency + self.norm2.latency + self.swiglu.latency
+                + self.add2.latency + self.matrix_cycles)
 
     def elaborate(self, platform):
         m = Module()
-        for name in ("norm1", "qkv", "rope", "attention", "wo", "add1", "norm2", "w13", "swiglu",
-                     "w2", "add2"):
+        for name in ("norm1", "rope", "attention", "add1", "norm2", "swiglu", "add2"):
             m.submodules[name] = getattr(self, name)
+        index = self.index if self._n_layers > 1 else 0
         if self._n_layers > 1:
             m.d.comb += [getattr(self, name).bank.eq(self.index) for name in self.BANKED]
         qd, kvd, ffn = self._q_dim, self._kv_dim, self._ffn
+        mv = self._matvec
 
         busy = Signal()
         skip = Signal(data.ArrayLayout(signed(16), self._dim))
@@ -217,36 +267,61 @@ class DecoderLayer(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [busy.eq(1), skip.eq(self.i.payload.x), pos.eq(self.i.payload.pos)]
 
-        _link(m, self.norm1.o, self.qkv.i)
+        # The four products' inputs take turns on `mv_i` (one is valid at a time: one token is
+        # in flight, and each waits for the product before it); `kind` remembers whose product
+        # comes back on `mv_o`.
+        producers = (self.norm1.o, self.attention.o, self.norm2.o, self.swiglu.o)
+        kind = Signal(range(len(MATRICES)))
+        offered = Signal(range(len(MATRICES)))
+        with m.If(self.attention.o.valid):
+            m.d.comb += offered.eq(1)
+        with m.Elif(self.norm2.o.valid):
+            m.d.comb += offered.eq(2)
+        with m.Elif(self.swiglu.o.valid):
+            m.d.comb += offered.eq(3)
+        request = self.mv_i.payload
+        m.d.comb += [self.mv_i.valid.eq(producers[0].valid | producers[1].valid
+                                        | producers[2].valid | producers[3].valid),
+                     request.bank.eq(index * len(MATRICES) + offered)]
+        with m.Switch(offered):
+            for k, src in enumerate(producers):
+                with m.Case(k):
+                    m.d.comb += request.x.as_value()[:len(src.payload.as_value())].eq(
+                        src.payload)
+        m.d.comb += [src.ready.eq(self.mv_i.ready) for src in producers]
+        with m.If(self.mv_i.valid & self.mv_i.ready):
+            m.d.sync += kind.eq(offered)
+
+        consumers = (self.rope.i, self.add1.i, self.swiglu.i, self.add2.i)
+        for k, dst in enumerate(consumers):
+            m.d.comb += dst.valid.eq(self.mv_o.valid & (kind == k))
+        with m.Switch(kind):
+            for k, dst in enumerate(consumers):
+                with m.Case(k):
+                    m.d.comb += self.mv_o.ready.eq(dst.ready)
+        qkv, wo, w13, w2 = (matvec_result(m, mv, self.mv_o.payload, k, mv.bank_out_bits(k))
+                            for k in range(len(MATRICES)))
+
         # [q|k|v] → RoPE rotates [q|k]; v waits for the attention input.
-        qkv = self.qkv.o.payload.as_value()
-        rope_in = Signal(self.rope.i.payload.shape())
-        m.d.comb += [rope_in.v.eq(qkv[:8 * (qd + kvd)]), rope_in.pos.eq(pos)]
-        _link(m, self.qkv.o, self.rope.i, rope_in)
-        with m.If(self.qkv.o.valid & self.qkv.o.ready):
+        qkv = qkv.as_value()
+        m.d.comb += [self.rope.i.payload.v.eq(qkv[:8 * (qd + kvd)]),
+                     self.rope.i.payload.pos.eq(pos)]
+        with m.If(self.rope.i.valid & self.rope.i.ready):
             m.d.sync += v.eq(qkv[8 * (qd + kvd):])
         rot = self.rope.o.payload.as_value()
         att_in = Signal(self.attention.i.payload.shape())
         m.d.comb += [att_in.q.eq(rot[:8 * qd]), att_in.k.eq(rot[8 * qd:]), att_in.v.eq(v),
                      att_in.pos.eq(pos)]
         _link(m, self.rope.o, self.attention.i, att_in)
-        _link(m, self.attention.o, self.wo.i)
-        add1_in = Signal(self.add1.i.payload.shape())
-        m.d.comb += [add1_in.x.eq(skip), add1_in.y.eq(self.wo.o.payload)]
-        _link(m, self.wo.o, self.add1.i, add1_in)
+        m.d.comb += [self.add1.i.payload.x.eq(skip), self.add1.i.payload.y.eq(wo)]
         # The attention block's sum is both the FFN input and the FFN block's skip path.
         _link(m, self.add1.o, self.norm2.i)
         with m.If(self.add1.o.valid & self.add1.o.ready):
             m.d.sync += skip.eq(self.add1.o.payload)
-        _link(m, self.norm2.o, self.w13.i)
-        w13 = self.w13.o.payload.as_value()
-        sw_in = Signal(self.swiglu.i.payload.shape())
-        m.d.comb += [sw_in.gate.eq(w13[:8 * ffn]), sw_in.up.eq(w13[8 * ffn:])]
-        _link(m, self.w13.o, self.swiglu.i, sw_in)
-        _link(m, self.swiglu.o, self.w2.i)
-        add2_in = Signal(self.add2.i.payload.shape())
-        m.d.comb += [add2_in.x.eq(skip), add2_in.y.eq(self.w2.o.payload)]
-        _link(m, self.w2.o, self.add2.i, add2_in)
+        w13 = w13.as_value()
+        m.d.comb += [self.swiglu.i.payload.gate.eq(w13[:8 * ffn]),
+                     self.swiglu.i.payload.up.eq(w13[8 * ffn:])]
+        m.d.comb += [self.add2.i.payload.x.eq(skip), self.add2.i.payload.y.eq(w2)]
 
         out = Signal(self.o.payload.shape())
         m.d.comb += [out.x.eq(self.add2.o.payload), out.pos.eq(pos)]

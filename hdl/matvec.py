@@ -108,8 +108,9 @@ class MatVec(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(data.ArrayLayout(signed(8), in_features)))``
-        One whole input vector per transfer, latched; the next one is accepted in the cycle the
-        last ROM word of the current one is used, so back-to-back vectors have no bubble.
+        One whole input vector per transfer, latched; the next one is accepted in the cycle
+        after the last ROM word of the current one is addressed, so back-to-back vectors have
+        no bubble.
     o : without ``requant``: ``Out(stream.Signature(signed(acc_bits)))``
         ``out_features`` transfers per input vector, row 0 first.
     o : with ``requant``: ``Out(stream.Signature(data.ArrayLayout(signed(out_bits),
@@ -122,7 +123,9 @@ class MatVec(wiring.Component):
         very next vector; holding it until the output transfer, as the decoder does, is fine.
 
     Backpressure on ``o`` stalls the whole pipeline (nothing lost or repeated); ``o.valid`` and
-    ``o.payload`` come from registers; ``i.ready`` depends combinationally on ``o.ready``.
+    ``o.payload`` come from registers, and so does ``i.ready`` (it never looks at ``o.ready``,
+    so a client may feed ``o`` back to ``i`` through other units, as the decoder does). A
+    vector taken while ``o`` stalls the pipeline starts once it moves.
 
     Timing (both streams always ready)
     ----------------------------------
@@ -134,7 +137,8 @@ class MatVec(wiring.Component):
       from an input vector's transfer edge to the cycle its last row (its requantized vector) is
       valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
       ``chunks + 2`` cycles after the input transfer.
-    - Pipeline: address, then ROM word × inputs through the adder tree into a register, then
+    - Pipeline: address and the chunk's inputs, then ROM word × inputs through the adder tree
+      into a register, then
       the accumulate (grouped: group sum, group multiply and row sum), so no cycle holds both
       the multipliers and the accumulator.
 
@@ -143,9 +147,10 @@ class MatVec(wiring.Component):
     row sum (plus, grouped, a registered group multiplier, a group sum and one 16×group-sum
     multiplier), and with ``requant`` one ``acc_bits``×15 multiplier, one barrel shifter and an
     ``out_bits * out_features``-bit collection register besides the output register. With
-    banks, ``bank`` selects each ROM's first address of the bank from a constant table (no
-    multiplier, no adder in front of the ROMs), and with ``requant`` an absolute row counter
-    addresses the requantization ROM.
+    banks, ``bank`` selects each ROM's first address of the bank (and, for banks of different
+    shapes, its last chunk and row) from a constant table, held in a register after the
+    transfer (no multiplier, no adder in front of the ROMs), and with ``requant`` an absolute
+    row counter addresses the requantization ROM.
 
     Raises
     ------
@@ -155,7 +160,11 @@ class MatVec(wiring.Component):
     """
 
     def __init__(self, *, weights, lanes, bits=8, group_size=None, group_mult=None,
-                 requant=None, banks=1):
+                 requant=None, banks=1, rows_per_cycle=1):
+        R = check_int("rows_per_cycle", rows_per_cycle, 1, None)
+        if R > 1 and requant is None:
+            raise ValueError("rows_per_cycle > 1 needs requant (raw accumulators leave one row "
+                             "a transfer)")
         if isinstance(bits, bool) or bits not in WEIGHT_RANGES:
             raise ValueError(f"bits must be 8, 5, 4 or 2, not {bits!r}")
         rows = self._check_weights(weights, *WEIGHT_RANGES[bits])
@@ -169,7 +178,9 @@ class MatVec(wiring.Component):
                     raise ValueError(f"weights row {o} has {len(rows[o])} columns, expected "
                                      f"{n_b} (the length of row {first})")
             bank_in.append(n_b)
-        n, out = max(bank_in), max(bank_rows)
+        # Each bank's rows padded with zero rows to a multiple of R: R rows share a ROM word.
+        padded = tuple(-(-count // R) * R for count in bank_rows)
+        n, out = max(bank_in), max(padded)
 
         if (group_size is None) != (group_mult is None):
             raise ValueError("group_size and group_mult must be given together")
@@ -209,6 +220,7 @@ class MatVec(wiring.Component):
         self._weights = tuple(tuple(row) for row in rows)
         self._in, self._out, self._lanes, self._bits = n, out, lanes, bits
         self._bank_rows, self._bank_in = bank_rows, tuple(bank_in)
+        self._R, self._bank_padded = R, padded
         self._bank_groups = tuple(len(g) for g in bank_groups)
         self._group_size = group_size
         self._group_mult = gmult
@@ -231,17 +243,37 @@ class MatVec(wiring.Component):
         self._acc_bits = accumulator_bits(n, grouped=gmult is not None)
         self._group_acc_bits = accumulator_bits(group_size or n)
 
+        def row_groups(per_row, pad):
+            """``per_row`` (one item per weight row) cut into each bank's groups of R rows,
+            the last group of a bank filled up with ``pad``."""
+            groups = []
+            for first, count, size in zip(firsts, bank_rows, padded, strict=True):
+                items = list(per_row[first:first + count]) + [pad] * (size - count)
+                groups += [items[g:g + R] for g in range(0, size, R)]
+            return groups
+
         words = []
-        for first, count, plan in zip(firsts, bank_rows, plans, strict=True):
-            for row in rows[first:first + count]:
-                for k, length, *_ in plan:
-                    words.append(row[k:k + length] + [0] * (lanes - length))
-        self._rom = MemoryData(shape=data.ArrayLayout(signed(bits), lanes), depth=len(words),
-                               init=words)
+        for b, group in zip((b for b, size in enumerate(padded) for _ in range(size // R)),
+                            row_groups(rows, None), strict=True):
+            for k, length, *_ in plans[b]:
+                words.append([(row[k + lane] if row is not None and lane < length else 0)
+                              for row in group for lane in range(lanes)])
+        self._rom = MemoryData(shape=data.ArrayLayout(signed(bits), R * lanes),
+                               depth=len(words), init=words)
+
+        # The group and requantization ROMs keep one row a word at R = 1, else R side by side.
+        def shape_of(one):
+            return one if R == 1 else data.ArrayLayout(one, R)
+
+        def word_of(items):
+            return items[0] if R == 1 else items
+
         self._group_rom = None
         if gmult is not None:
-            self._group_rom = MemoryData(shape=signed(16), depth=sum(len(r) for r in gmult),
-                                         init=[g for row in gmult for g in row])
+            gwords = [word_of([0 if row is None else row[j] for row in group])
+                      for group in row_groups(gmult, None) for j in range(len(group[0]))]
+            self._group_rom = MemoryData(shape=shape_of(signed(16)), depth=len(gwords),
+                                         init=gwords)
         self._requant_rom = None
         if requant is not None:
             fields = {"m": unsigned(15), "shift_minus_one": unsigned(6)}
@@ -250,11 +282,13 @@ class MatVec(wiring.Component):
                 fields["narrow"] = unsigned(1)
                 narrow = [ob == 8 for ob, count in zip(requant[2], bank_rows, strict=True)
                           for _ in range(count)]
-            self._requant_rom = MemoryData(
-                shape=data.StructLayout(fields), depth=len(rows),
-                init=[{"m": mm, "shift_minus_one": s - 1,
+            params = [{"m": mm, "shift_minus_one": s - 1,
                        **({"narrow": nw} if "narrow" in fields else {})}
-                      for mm, s, nw in zip(M, shift, narrow, strict=True)])
+                      for mm, s, nw in zip(M, shift, narrow, strict=True)]
+            pad = {"m": 0, "shift_minus_one": 0, **({"narrow": 0} if "narrow" in fields else {})}
+            qwords = [word_of(group) for group in row_groups(params, pad)]
+            self._requant_rom = MemoryData(shape=shape_of(data.StructLayout(fields)),
+                                           depth=len(qwords), init=qwords)
             o_shape = data.ArrayLayout(signed(self.out_bits), out)
         else:
             o_shape = signed(self._acc_bits)
@@ -343,8 +377,19 @@ class MatVec(wiring.Component):
 
     @property
     def out_features(self):
-        """Rows of the largest bank: the elements of a requantized output vector."""
+        """Rows of the largest bank (padded to a multiple of ``rows_per_cycle``): the elements
+        of a requantized output vector."""
         return self._out
+
+    @property
+    def rows_per_cycle(self):
+        """Rows the multiplier array works on at once (``lanes`` multipliers each)."""
+        return self._R
+
+    def bank_first(self, bank):
+        """Element of ``o`` holding row 0 of ``bank``'s requantized vector: ``out_features``
+        less its rows padded to a multiple of ``rows_per_cycle``."""
+        return self._out - self._bank_padded[bank]
 
     @property
     def banks(self):
@@ -444,17 +489,17 @@ class MatVec(wiring.Component):
         """Total ROM size in bits: every bank's ``rows * chunks * lanes * bits`` (padding
         included), ``+ 16`` per group multiplier with groups, ``+ 21`` per row with ``requant``
         (22 with banks of both output widths)."""
-        total = self._rom.depth * self._lanes * self._bits
+        total = self._rom.depth * self._R * self._lanes * self._bits
         if self._group_rom is not None:
-            total += self._group_rom.depth * 16
+            total += self._group_rom.depth * 16 * self._R
         if self._requant_rom is not None:
             total += self._requant_rom.depth * self._requant_rom.shape.size
         return total
 
     def bank_cycles_per_vector(self, bank):
-        """Cycles ``bank``'s vector holds the multipliers: ``bank_rows * bank_chunks``; the next
-        vector, of any bank, may start right after them."""
-        return self._bank_rows[bank] * self._bank_chunks[bank]
+        """Cycles ``bank``'s vector holds the multipliers: ``ceil(bank_rows / rows_per_cycle)
+        * bank_chunks``; the next vector, of any bank, may start right after them."""
+        return self._bank_padded[bank] // self._R * self._bank_chunks[bank]
 
     def bank_latency(self, bank):
         """Cycles from the transfer of a ``bank`` vector to its last row (its requantized
@@ -476,27 +521,36 @@ class MatVec(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, chunks, rows = self._lanes, self._chunks, self._out
+        R = self._R
+        lanes, chunks, rows = self._lanes, self._chunks, self._out // R   # rows: of R each
         grouped = self._group_rom is not None
         requant = self._requant is not None
         n_banks = self.banks
 
+        start = self.i.valid & self.i.ready
+
         def bank_table(name, values):
-            """``values[bank]``: a constant table on ``bank``, read only when a vector starts
-            (later addresses come from absolute counters, the bank's sizes from registers)."""
+            """``values`` of the vector's bank: a constant table on ``bank`` in its transfer
+            cycle, then a register that kept it (``bank`` is read only in that cycle)."""
             if len(set(values)) == 1:
                 return values[0]
-            value = Signal(range(max(values) + 1), name=name)
+            table, held = Signal(range(max(values) + 1)), Signal(range(max(values) + 1),
+                                                                 name=f"{name}_held")
             with m.Switch(self.bank):
                 for b in range(n_banks):
                     with m.Case(b) if b < n_banks - 1 else m.Default():
-                        m.d.comb += value.eq(values[b])
+                        m.d.comb += table.eq(values[b])
+            with m.If(start):
+                m.d.sync += held.eq(table)
+            value = Signal.like(table, name=name)
+            m.d.comb += value.eq(Mux(start, table, held))
             return value
 
         def bank_firsts(per_bank):
             return [sum(per_bank[:b]) for b in range(n_banks)]
 
-        bank_words = [r * c for r, c in zip(self._bank_rows, self._bank_chunks, strict=True)]
+        bank_groups = [p // R for p in self._bank_padded]          # R-row groups per bank
+        bank_words = [g * c for g, c in zip(bank_groups, self._bank_chunks, strict=True)]
 
         m.submodules.rom = rom = Memory(data=self._rom)
         rd = rom.read_port(domain="sync")
@@ -505,10 +559,11 @@ class MatVec(wiring.Component):
             rd_g = group_rom.read_port(domain="sync")
 
         x = Signal(data.ArrayLayout(signed(8), self._in))
-        busy = Signal()                     # `x` holds a vector whose ROM words are not all used
+        busy = Signal()                 # `x` holds a vector whose ROM words are not all addressed
 
-        # Stage 0: address sequencer. `issuing` means words of the current vector remain after
-        # the one addressed now; a new vector starts at its bank's word 0 in its transfer cycle.
+        # Stage 0: address sequencer. `issuing` means the current vector's first word has been
+        # addressed; a new vector starts at its bank's word 0, in its transfer cycle unless the
+        # pipeline is stalled then.
         issuing = Signal()
         # At least one bit each: Yosys writes a zero-width wire as `[-1:0]`, which is two bits.
         next_addr = Signal(range(max(2, self._rom.depth)))
@@ -517,17 +572,13 @@ class MatVec(wiring.Component):
         addr = Signal.like(next_addr)
         chunk = Signal.like(next_chunk)
         row = Signal.like(next_row)
-        # The vector's last chunk of a row and last row: its bank's, held from its first word.
-        held_last_chunk, held_last_row = Signal.like(next_chunk), Signal.like(next_row)
-        last_chunk, last_row = Signal.like(next_chunk), Signal.like(next_row)
+        # The vector's last chunk of a row and last row: its bank's.
+        last_chunk = bank_table("bank_last_chunk", [c - 1 for c in self._bank_chunks])
+        last_row = bank_table("bank_last_row", [g - 1 for g in bank_groups])
         m.d.comb += [
             addr.eq(Mux(issuing, next_addr, bank_table("rom_base", bank_firsts(bank_words)))),
             chunk.eq(Mux(issuing, next_chunk, 0)),
             row.eq(Mux(issuing, next_row, 0)),
-            last_chunk.eq(Mux(issuing, held_last_chunk,
-                              bank_table("bank_last_chunk", [c - 1 for c in self._bank_chunks]))),
-            last_row.eq(Mux(issuing, held_last_row,
-                            bank_table("bank_last_row", [r - 1 for r in self._bank_rows]))),
         ]
         # Constant facts about chunk `chunk` of a row.
         group_first = Signal()
@@ -539,14 +590,13 @@ class MatVec(wiring.Component):
                     m.d.comb += [group_first.eq(first), group_last.eq(last),
                                  row_first.eq(in_first)]
 
-        # Stage 1: ROM word of `s1_chunk` is on `rd.data`; multiply with the matching inputs and
-        # sum the products into `s2_dot`.
+        # Stage 1: the ROM word is on `rd.data`, the matching inputs in `s1_lane_x`; multiply
+        # and sum the products into `s2_dot`.
         s1_valid = Signal()
-        s1_chunk = Signal.like(chunk)
         s1_row = Signal.like(row)
         s1_first = Signal()                 # start a new row sum
         s1_last = Signal()                  # last chunk of a row: the sum leaves stage 2
-        s1_final = Signal()                 # last chunk of the last row: `x` is free after this
+        s1_final = Signal()                 # last chunk of the last row
         s1_group_first = Signal()
         s1_group_last = Signal()
 
@@ -566,12 +616,14 @@ class MatVec(wiring.Component):
             m.d.comb += stall.eq(s4_valid & s4_final & self.o.valid & ~self.o.ready)
         else:
             m.d.comb += stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready)
-        # `x` is last read in stage 1, so the next vector may replace it as that word moves on.
-        # Never during a stall: a vector's first word is addressed in its transfer cycle.
-        m.d.comb += self.i.ready.eq((~busy | (s1_valid & s1_final)) & ~stall)
-        start = self.i.valid & self.i.ready
+        # `x` is last read as its final word is addressed (stage 1 gets the inputs in a
+        # register), so the next vector may replace it in the following cycle; `i.ready` is a
+        # register, and a vector taken during a stall waits in `x` with its bank's tables held.
+        m.d.comb += self.i.ready.eq(~busy)
         issue = Signal()
-        m.d.comb += issue.eq(~stall & (issuing | start))
+        final_word = Signal()
+        m.d.comb += [issue.eq(~stall & (busy | start)),
+                     final_word.eq((chunk == last_chunk) & (row == last_row))]
 
         m.d.comb += [rd.addr.eq(addr), rd.en.eq(issue)]
         with m.If(issue):
@@ -580,15 +632,13 @@ class MatVec(wiring.Component):
                 next_chunk.eq(Mux(chunk == last_chunk, 0, chunk + 1)),
                 next_row.eq(Mux(chunk == last_chunk, row + 1, row)),
                 # The vector's last word: chunk and row are relative to the bank, addr is not.
-                issuing.eq(~((chunk == last_chunk) & (row == last_row))),
-                held_last_chunk.eq(last_chunk),
-                held_last_row.eq(last_row),
+                issuing.eq(~final_word),
             ]
         if grouped:
             next_gaddr = Signal(range(max(2, self._group_rom.depth)))
             gaddr = Signal.like(next_gaddr)
             gbase = bank_table("group_rom_base", bank_firsts(
-                [r * g for r, g in zip(self._bank_rows, self._bank_groups, strict=True)]))
+                [r * g for r, g in zip(bank_groups, self._bank_groups, strict=True)]))
             m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, gbase)),
                          rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
             with m.If(issue):
@@ -596,12 +646,11 @@ class MatVec(wiring.Component):
         with m.If(~stall):
             m.d.sync += [
                 s1_valid.eq(issue),
-                s1_chunk.eq(chunk),
                 s1_row.eq(row),
                 # Grouped, the row sum is written once per group: it restarts in group 0.
                 s1_first.eq(row_first if grouped else chunk == 0),
                 s1_last.eq(chunk == last_chunk),
-                s1_final.eq((chunk == last_chunk) & (row == last_row)),
+                s1_final.eq(final_word),
                 s1_group_first.eq(group_first),
                 s1_group_last.eq(group_last),
                 s2_valid.eq(s1_valid),
@@ -622,7 +671,7 @@ class MatVec(wiring.Component):
                 s1_qrow = Signal.like(next_qrow)
                 m.d.comb += qrow.eq(Mux(issuing, next_qrow,
                                         bank_table("requant_rom_base",
-                                                   bank_firsts(self._bank_rows))))
+                                                   bank_firsts(bank_groups))))
                 with m.If(issue):
                     m.d.sync += next_qrow.eq(Mux(chunk == last_chunk, qrow + 1, qrow))
                 with m.If(~stall):
@@ -631,88 +680,104 @@ class MatVec(wiring.Component):
             with m.If(~stall):
                 m.d.sync += s2_qrow.eq(s1_qrow)
 
-        with m.If(s1_valid & s1_final & ~stall):
-            m.d.sync += busy.eq(0)
         with m.If(start):
             m.d.sync += [x.eq(self.i.payload), busy.eq(1)]
+        with m.If(issue & final_word):
+            m.d.sync += busy.eq(0)
 
-        # Inputs of chunk `s1_chunk`; padding lanes multiply a zero weight anyway, and a constant
+        # Inputs of chunk `chunk` (chunk 0 straight from the input in its transfer cycle),
+        # registered for stage 1; padding lanes multiply a zero weight anyway, and a constant
         # zero lets synthesis drop them.
         lane_x = [Signal(signed(8), name=f"lane_x{lane}") for lane in range(lanes)]
-        with m.Switch(s1_chunk):
+        s1_lane_x = [Signal(signed(8), name=f"s1_lane_x{lane}") for lane in range(lanes)]
+        with m.Switch(chunk):
             for c, (k0, length, *_) in enumerate(self._plan):
                 with m.Case(c) if c < chunks - 1 else m.Default():
                     for lane in range(lanes):
                         m.d.comb += lane_x[lane].eq(x[k0 + lane] if lane < length else 0)
-
-        dot = adder_tree([rd.data[lane] * lane_x[lane] for lane in range(lanes)])
-        s2_dot = Signal(dot.shape())
+        length0 = self._plan[0][1]
+        with m.If(start):
+            m.d.comb += [lane_x[lane].eq(self.i.payload[lane] if lane < length0 else 0)
+                         for lane in range(lanes)]
         with m.If(~stall):
-            m.d.sync += s2_dot.eq(dot)
+            m.d.sync += [s1_lane_x[lane].eq(lane_x[lane]) for lane in range(lanes)]
 
-        acc = Signal(signed(self._acc_bits))
-        total = Signal(signed(self._acc_bits))
-        if grouped:
-            s2_group_mult = Signal(signed(16))
+        # One dot product per row of the R the word holds: ROM lanes r*lanes .. of row r.
+        def word(rd_data, r):
+            return rd_data if R == 1 else rd_data[r]
+
+        s2_dot = []
+        for r in range(R):
+            dot = adder_tree([rd.data[r * lanes + lane] * s1_lane_x[lane]
+                              for lane in range(lanes)])
+            s2_dot.append(Signal(dot.shape(), name=f"s2_dot{r}"))
             with m.If(~stall):
-                m.d.sync += s2_group_mult.eq(rd_g.data)
-            group_acc = Signal(signed(self._group_acc_bits))
-            group_total = Signal(signed(self._group_acc_bits))
-            m.d.comb += [
-                group_total.eq(Mux(s2_group_first, 0, group_acc) + s2_dot),
-                total.eq(Mux(s2_first, 0, acc) + s2_group_mult * group_total),
-            ]
-            with m.If(s2_valid & ~stall):
-                m.d.sync += group_acc.eq(group_total)
-                with m.If(s2_group_last):
+                m.d.sync += s2_dot[r].eq(dot)
+
+        totals = []
+        for r in range(R):
+            acc = Signal(signed(self._acc_bits), name=f"acc{r}")
+            total = Signal(signed(self._acc_bits), name=f"total{r}")
+            totals.append(total)
+            if grouped:
+                s2_group_mult = Signal(signed(16), name=f"s2_group_mult{r}")
+                with m.If(~stall):
+                    m.d.sync += s2_group_mult.eq(word(rd_g.data, r))
+                group_acc = Signal(signed(self._group_acc_bits), name=f"group_acc{r}")
+                group_total = Signal(signed(self._group_acc_bits), name=f"group_total{r}")
+                m.d.comb += [
+                    group_total.eq(Mux(s2_group_first, 0, group_acc) + s2_dot[r]),
+                    total.eq(Mux(s2_first, 0, acc) + s2_group_mult * group_total),
+                ]
+                with m.If(s2_valid & ~stall):
+                    m.d.sync += group_acc.eq(group_total)
+                    with m.If(s2_group_last):
+                        m.d.sync += acc.eq(total)
+            else:
+                # One group: `s2_first` is chunk 0 only.
+                m.d.comb += total.eq(Mux(s2_first, 0, acc) + s2_dot[r])
+                with m.If(s2_valid & ~stall):
                     m.d.sync += acc.eq(total)
-        else:
-            # One group: `s2_first` is chunk 0 only.
-            m.d.comb += total.eq(Mux(s2_first, 0, acc) + s2_dot)
-            with m.If(s2_valid & ~stall):
-                m.d.sync += acc.eq(total)
-        # `total` is the row's finished sum when `s2_valid & s2_last`.
+        # `totals` are the R rows' finished sums when `s2_valid & s2_last`.
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         if not requant:
             with m.If(s2_valid & s2_last & ~stall):
-                m.d.sync += [self.o.payload.eq(total), self.o.valid.eq(1)]
+                m.d.sync += [self.o.payload.eq(totals[0]), self.o.valid.eq(1)]
             return m
 
-        # Stage 3: the row's sum and its (M, shift - 1), read by row index from the third ROM.
+        # Stage 3: the rows' sums and their (M, shift - 1), read by row group from the third
+        # ROM. Stage 4: the products acc * M, registered so the multipliers and the barrel
+        # shifters are in separate cycles.
         m.submodules.requant_rom = requant_rom = Memory(data=self._requant_rom)
         rd_q = requant_rom.read_port(domain="sync")
         m.d.comb += [rd_q.addr.eq(s2_qrow), rd_q.en.eq(~stall)]
         s3_valid, s3_final = Signal(), Signal()
-        s3_acc = Signal(signed(self._acc_bits))
-        # Stage 4: the product acc * M, registered so the multiplier and the barrel shifter
-        # are in separate cycles.
-        s4_product = Signal(signed(self._acc_bits + 16))
-        s4_shift_minus_one = Signal(6)
-        s4_narrow = Signal()
-        if "narrow" in self._requant_rom.shape.members:
-            with m.If(~stall):
-                m.d.sync += s4_narrow.eq(rd_q.data.narrow)
         with m.If(~stall):
-            m.d.sync += [
-                s3_valid.eq(s2_valid & s2_last),
-                s3_final.eq(s2_final),
-                s3_acc.eq(total),
-                s4_valid.eq(s3_valid),
-                s4_final.eq(s3_final),
-                s4_product.eq(s3_acc * rd_q.data.m),
-                s4_shift_minus_one.eq(rd_q.data.shift_minus_one),
-            ]
-
-        # Rows arrive in order: shift each one in at the top, so after a bank's rows row 0 is
-        # element `out_features - bank_rows`, with no row-indexed write decoder.
+            m.d.sync += [s3_valid.eq(s2_valid & s2_last), s3_final.eq(s2_final),
+                         s4_valid.eq(s3_valid), s4_final.eq(s3_final)]
+        # Rows arrive in order, R at a time: shift them in at the top, so after a bank's rows
+        # its row 0 is element `bank_first`, with no row-indexed write decoder.
         out_bits = self.out_bits
-        y = Signal(signed(out_bits))
-        scaled = rshift_round_var(s4_product, s4_shift_minus_one)
-        m.d.comb += y.eq(Mux(s4_narrow, saturate(scaled, 8), saturate(scaled, out_bits)))
-        collect = Signal(data.ArrayLayout(signed(out_bits), rows))
-        shifted = [collect[k + 1] for k in range(rows - 1)] + [y]
+        ys = []
+        for r in range(R):
+            q = word(rd_q.data, r)
+            s3_acc = Signal(signed(self._acc_bits), name=f"s3_acc{r}")
+            s4_product = Signal(signed(self._acc_bits + 16), name=f"s4_product{r}")
+            s4_shift_minus_one = Signal(6, name=f"s4_shift_minus_one{r}")
+            s4_narrow = Signal(name=f"s4_narrow{r}")
+            with m.If(~stall):
+                m.d.sync += [s3_acc.eq(totals[r]), s4_product.eq(s3_acc * q.m),
+                             s4_shift_minus_one.eq(q.shift_minus_one)]
+                if "narrow" in data.Layout.cast(q.shape()).members:
+                    m.d.sync += s4_narrow.eq(q.narrow)
+            y = Signal(signed(out_bits), name=f"y{r}")
+            scaled = rshift_round_var(s4_product, s4_shift_minus_one)
+            m.d.comb += y.eq(Mux(s4_narrow, saturate(scaled, 8), saturate(scaled, out_bits)))
+            ys.append(y)
+        collect = Signal(data.ArrayLayout(signed(out_bits), self._out))
+        shifted = [collect[k + R] for k in range(self._out - R)] + ys
         with m.If(s4_valid & ~stall):
             m.d.sync += [collect[k].eq(v) for k, v in enumerate(shifted)]
             with m.If(s4_final):

@@ -128,7 +128,8 @@ def _fpga(args, work):
         options = argparse.Namespace(
             model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
             group_size=None, lanes=lanes, vector_lanes=args.fpga_vector_lanes, context=None,
-            rom_style=None, engine=None, weight_store=None, clock=args.fpga_clock,
+            rom_style=None, engine=None, weight_store=None, matrix_rows=None,
+            clock=args.fpga_clock,
             baud=DEFAULT_BAUD, seed=1,
             router="router2",
             debug=args.debug)

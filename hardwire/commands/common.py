@@ -106,3 +106,12 @@ def decode(tokenizer, ids):
 
 def print_json(data):
     print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def engine_words(config):
+    """How a design computes, for a summary line: "serial engine", "lanes N" or "lanes N x R
+    rows", from ``CompileOptions.as_dict()`` or a manifest's ``config``."""
+    if config["engine"] == "serial":
+        return "serial engine"
+    rows = config.get("matrix_rows", 1)
+    return f"lanes {config['lanes']}" + (f" x {rows} rows" if rows > 1 else "")

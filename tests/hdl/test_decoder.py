@@ -4,7 +4,7 @@ import dataclasses
 import random
 
 import pytest
-from amaranth.hdl import ClockDomain, Module
+from amaranth.hdl import ClockDomain, Fragment, Module
 from amaranth.sim import Simulator
 from quant_helpers import block_q8_0, random_loaded
 
@@ -13,6 +13,7 @@ from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.gen.quantize import quantize
 from hardwire.gen.serial_image import serial_image
 from hardwire.hdl.decoder import Decoder
+from hardwire.hdl.layer import requant_matvec
 from hardwire.hdl.serial import SerialDecoder
 from hardwire.hdl.stream_sim import random_pauses, watchdog
 from hardwire.sim.golden import GoldenModel
@@ -231,6 +232,51 @@ def test_cycles_per_token(qm, decoder):
     assert measured == [decoder.cycles_per_token(len(prompt) + k) for k in range(n - 1)]
 
 
+@pytest.mark.parametrize("lanes", [1, 4, 16, 24])
+def test_one_mac_array_computes_every_matrix(lanes):
+    # Every layer's qkv, wo, w13, w2 and the head are banks of one MatVec, each with the
+    # timing of a unit of its own (so the cycles are those of separate units), and the cycles
+    # by work add up to cycles_per_token. 24 lanes span the 24 inputs of w2 only.
+    qm = tiny_qm(n_layers=2)
+    p = decoder_params(qm, HardwareConfig(lanes=lanes))
+    dut = Decoder(params=p)
+    Fragment.get(dut, None)             # it elaborates; only its figures are used
+    assert dut.matrices.rows_per_cycle == 1
+    mats = [lp[name] for lp in p["layers"] for name in ("qkv", "wo", "w13", "w2")] + [p["head"]]
+    assert dut.matrices.banks == len(mats) == 9
+    assert dut.matrices.lanes == min(lanes, SHAPE["ffn_dim"])
+    assert dut.matrices.bank_rows == tuple(len(mv["weights"]) for mv in mats)
+    assert dut.matrices.bank_in_features == tuple(len(mv["weights"][0]) for mv in mats)
+    alone = [requant_matvec(mv) for mv in mats]
+    for unit in alone:
+        Fragment.get(unit, None)        # (only their figures are used)
+    assert [dut.matrices.bank_latency(b) for b in range(9)] == [u.latency for u in alone]
+    for pos in (0, 5, qm.context - 1):
+        work = dut.cycles_by_work(pos)
+        assert sum(work.values()) == dut.cycles_per_token(pos)
+        assert work["matrices"] == sum(u.latency for u in alone)
+        assert work["attention"] == 2 * dut.layer.attention.cycles(pos)
+
+
+@pytest.mark.parametrize(("lanes", "rows"), [(4, 2), (8, 3)])
+def test_mac_array_rows(lanes, rows):
+    # matrix_rows R: each product works on R rows at once, ceil(rows / R) * chunks cycles a
+    # matrix; the tokens stay the golden model's and the measured cycles the model's.
+    qm = tiny_qm(n_layers=2)
+    dut = Decoder(params=decoder_params(qm, HardwareConfig(lanes=lanes, matrix_rows=rows)))
+    one = Decoder(params=decoder_params(qm, HardwareConfig(lanes=lanes)))
+    Fragment.get(one, None)             # (only its figures are used)
+    mv, mv1 = dut.matrices, one.matrices
+    assert mv.rows_per_cycle == rows and mv.bank_rows == mv1.bank_rows
+    assert [mv.bank_cycles_per_vector(b) for b in range(mv.banks)] == [
+        -(-mv1.bank_rows[b] // rows) * mv1.bank_chunks[b] for b in range(mv.banks)]
+    assert dut.cycles_per_token(0) < one.cycles_per_token(0)
+    r = run(dut, [([3, 11, 5], 4)])[0]
+    assert r["tokens"] == golden(qm, [3, 11, 5], 4)
+    measured = [b - a for a, b in zip(r["cycles"], r["cycles"][1:], strict=False)]
+    assert measured == [dut.cycles_per_token(3 + k) for k in range(3)]
+
+
 def test_max_new_zero_and_one(qm, decoder):
     r0, r1 = run(decoder, [([5, 6], 0), ([5, 6], 1)])
     assert r0["tokens"] == [] and not r0["busy"]
@@ -317,7 +363,7 @@ def test_layers_with_different_weight_groups_share_one_datapath(engine):
     assert qm.layers[0].w2.group_mult is None and qm.layers[1].w2.group_size == small
     dut = build(engine, qm)
     if engine == "lanes":
-        assert dut.layer.wo.group_size == small and dut.layer.w2.group_size == small
+        assert dut.matrices.group_size == small
     r = run(dut, [([5, 12, 3], 5)])[0]
     assert r["tokens"] == golden(qm, [5, 12, 3], 5)
 

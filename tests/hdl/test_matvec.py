@@ -44,10 +44,10 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
     rng = random.Random(seed)
     put_pause = random_pauses(rng, idle) if idle else None
     get_pause = random_pauses(rng, stall) if stall else None
-    rows = dut.out_features
     # Rows of each vector's bank (banks may differ in shape). Raw accumulators: one transfer
-    # per row; requantized: one per vector, the bank's rows at the top of the vector.
-    vector_rows = [dut.bank_rows[b] for b in banks] if banks else [rows] * len(vectors)
+    # per row; requantized: one per vector, the bank's rows from element `bank_first` on.
+    vector_banks = banks or [0] * len(vectors)
+    vector_rows = [dut.bank_rows[b] for b in vector_banks]
     count = sum(vector_rows) if dut.requant is None else len(vectors)
     results, ins, outs, done = [], [], [], []
 
@@ -64,8 +64,9 @@ def simulate(dut, vectors, *, idle=0.0, stall=0.0, seed=0, banks=None):
         got = await stream_get_all(ctx, dut.o, count, pause=get_pause)
         if dut.requant is None:
             results.extend(got)
-        for payload, r in zip(got if dut.requant else [], vector_rows, strict=False):
-            results.extend(payload[k] for k in range(rows - r, rows))
+        for payload, b in zip(got if dut.requant else [], vector_banks, strict=False):
+            first = dut.bank_first(b)
+            results.extend(payload[k] for k in range(first, first + dut.bank_rows[b]))
         # Nothing more may come out (no duplicated row).
         ctx.set(dut.o.ready, 1)
         for _ in range(dut.chunks + 3):
@@ -639,13 +640,14 @@ def random_mixed(rng, shapes, bits, group_size=None, out_bits=None):
 
 
 def check_mixed(shapes, order, *, lanes, bits=8, group_size=None, out_bits=None, seed=0,
-                **pauses):
+                rows_per_cycle=1, **pauses):
     """Each vector, on its bank alone, equals ``golden``; the inputs beyond its bank's are
     random (they must not matter)."""
     rng = random.Random(seed)
     weights, gm, rq = random_mixed(rng, shapes, bits, group_size, out_bits)
     dut = MatVec(weights=weights, lanes=lanes, bits=bits, group_size=group_size,
-                 group_mult=gm, requant=rq, banks=[r for r, _ in shapes])
+                 group_mult=gm, requant=rq, banks=[r for r, _ in shapes],
+                 rows_per_cycle=rows_per_cycle)
     width = max(c for _, c in shapes)
     vectors = [[rng.randint(-128, 127) for _ in range(width)] for _ in order]
     got, ins, outs = simulate(dut, vectors, banks=order, seed=seed, **pauses)
@@ -757,3 +759,55 @@ def test_a_vector_offered_during_a_stall_is_computed():
     vectors = [[1, 1], [2, 2], [3, 3]]
     got, ins, outs = simulate(dut, vectors, idle=0.9, stall=0.95, seed=3)
     assert got == golden([[1, 2], [3, 4]], vectors, None, None, ([1, 1], [1, 1], 16))
+
+
+# --- R rows a cycle: R x lanes multipliers, each ROM word R rows' chunks ---
+
+@pytest.mark.parametrize(("R", "bits", "group_size", "lanes", "out_bits"), [
+    (2, 8, None, 4, (8, 16, 16, 8)), (3, 4, 4, 4, 16), (2, 2, None, 12, (16, 8, 8, 8)),
+    (4, 5, 4, 3, (8, 8, 16, 16)), (2, 8, None, 1, 8), (5, 8, None, 6, 16)])
+def test_rows_per_cycle_timing_back_to_back(R, bits, group_size, lanes, out_bits):
+    # Banks of 3, 5, 1 and 4 rows: most need zero rows to fill their last R-row group. Each
+    # vector takes ceil(rows / R) * chunks cycles, exactly, and computes what its bank alone
+    # does.
+    dut, ins, outs = check_mixed(MIXED, MIXED_ORDER, lanes=lanes, bits=bits,
+                                 group_size=group_size, out_bits=out_bits, seed=R * 10 + lanes,
+                                 rows_per_cycle=R)
+    assert dut.rows_per_cycle == R
+    chunks = dut.bank_chunks
+    cycles = [-(-MIXED[b][0] // R) * chunks[b] for b in MIXED_ORDER]
+    assert [dut.bank_cycles_per_vector(b) for b in MIXED_ORDER] == cycles
+    assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == cycles[:-1]
+    assert [o - i for o, i in zip(outs, ins, strict=True)] == [
+        dut.bank_latency(b) for b in MIXED_ORDER]
+    assert dut.out_features == max(-(-r // R) * R for r, _ in MIXED)
+    assert [dut.bank_first(b) for b in range(4)] == [
+        dut.out_features - -(-r // R) * R for r, _ in MIXED]
+
+
+@pytest.mark.parametrize(("idle", "stall"), [(0.5, 0.0), (0.0, 0.6), (0.5, 0.5)])
+@pytest.mark.parametrize(("R", "bits", "group_size", "lanes", "out_bits"), [
+    (2, 8, None, 5, (8, 16, 16, 8)), (3, 4, 4, 2, 16)])
+def test_rows_per_cycle_pauses_on_both_streams(idle, stall, R, bits, group_size, lanes,
+                                               out_bits):
+    check_mixed(MIXED, MIXED_ORDER, lanes=lanes, bits=bits, group_size=group_size,
+                out_bits=out_bits, seed=R + lanes, rows_per_cycle=R, idle=idle, stall=stall)
+
+
+def test_rows_per_cycle_roms_hold_r_rows_a_word():
+    weights = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    dut = MatVec(weights=weights, lanes=2, requant=([10, 20, 30], [1, 2, 3], 16),
+                 rows_per_cycle=2, group_size=2, group_mult=[[1, 2], [3, 4], [5, 6]])
+    # Rows 0 and 1 side by side, then row 2 and a zero row; chunk 1 is the third input.
+    assert [list(w) for w in dut.rom.init] == [[1, 2, 4, 5], [3, 0, 6, 0],
+                                              [7, 8, 0, 0], [9, 0, 0, 0]]
+    assert [list(w) for w in dut.group_rom.init] == [[1, 3], [2, 4], [5, 0], [6, 0]]
+    assert [[dict(r) for r in w] for w in dut.requant_rom.init] == [
+        [{"m": 10, "shift_minus_one": 0}, {"m": 20, "shift_minus_one": 1}],
+        [{"m": 30, "shift_minus_one": 2}, {"m": 0, "shift_minus_one": 0}]]
+    assert (dut.out_features, dut.bank_first(0), dut.cycles_per_vector) == (4, 0, 4)
+    assert dut.rom_bits == 4 * 4 * 8 + 4 * 2 * 16 + 2 * 2 * 21
+    with pytest.raises(ValueError, match=r"rows_per_cycle > 1 needs requant"):
+        MatVec(weights=weights, lanes=2, rows_per_cycle=2)
+    with pytest.raises(ValueError, match=r"rows_per_cycle must be an integer >= 1, not 0"):
+        MatVec(weights=weights, lanes=2, rows_per_cycle=0)

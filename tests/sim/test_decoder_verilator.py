@@ -62,6 +62,17 @@ def test_tiny_int4_groups(verilator_cache, tmp_path):
     check(qm, decoder, prompts, sequences, N_NEW)
 
 
+def test_tiny_mac_array_of_three_rows(verilator_cache, tmp_path):
+    # --matrix-rows 3: every product works on 3 rows at once, so the 32 qkv rows and the 19
+    # head rows end in groups filled up with zero rows; with int4 scale groups.
+    qm = quantize(random_loaded(7, **TINY), weights="int4", group_size=8)
+    prompts = ([3, 7, 1], [11])
+    options = CompileOptions(weights="int4", group_size=8, lanes=4, matrix_rows=3)
+    decoder, sequences = simulate(qm, options, verilator_cache, tmp_path, prompts, N_NEW)
+    assert decoder.matrices.rows_per_cycle == 3 and decoder.matrices.bank_rows[-1] == 19
+    check(qm, decoder, prompts, sequences, N_NEW)
+
+
 def test_tiny_int4_groups_rom_files(verilator_cache, tmp_path):
     # The same design as test_tiny_int4_groups with its memories read from $readmemb files
     # that the bench's working directory receives from the build.

@@ -50,8 +50,10 @@ def add_arguments(parser):
                         help="score at most N tokens of the held-out text (default: all)")
     parser.add_argument("--fpga-board", default="ulx3s-85f", choices=sorted(BOARDS),
                         help="board of the fpga section (default ulx3s-85f)")
-    parser.add_argument("--fpga-lanes", default="4,8,16", metavar="LIST",
-                        help="lane counts built for the board (default 4,8,16)")
+    parser.add_argument("--fpga-lanes", default="16,32,64", metavar="LIST",
+                        help="lane counts built for the board (default 16,32,64)")
+    parser.add_argument("--fpga-matrix-rows", type=int, default=1, metavar="R",
+                        help="--matrix-rows of the fpga builds (default 1)")
     parser.add_argument("--fpga-vector-lanes", type=int, default=2, metavar="N",
                         help="--vector-lanes of the fpga builds (default 2, as make fpga)")
     parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
@@ -128,7 +130,7 @@ def _fpga(args, work):
         options = argparse.Namespace(
             model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
             group_size=None, lanes=lanes, vector_lanes=args.fpga_vector_lanes, context=None,
-            rom_style=None, engine=None, weight_store=None, matrix_rows=None,
+            rom_style=None, engine=None, weight_store=None, matrix_rows=args.fpga_matrix_rows,
             clock=args.fpga_clock,
             baud=DEFAULT_BAUD, seed=1,
             router="router2",

@@ -47,27 +47,27 @@ CANNED = {4: _report(4, 20_000, 61.3, 40_000), 8: _report(8, 30_000, 52.8, 20_00
 
 def _fake_build(calls):
     def build(args, board, out):
-        calls.append((args.lanes, args.clock, board.name, out.name))
+        calls.append((args.lanes, args.matrix_rows, args.clock, board.name, out.name))
         if args.lanes == 32:
             raise ToolchainError("the FPGA flow for ulx3s-85f failed (exit 1); end of log:\nboom")
         return CANNED[args.lanes]
     return build
 
 
-def _record(tmp_path, monkeypatch, lanes="4,8,16,32"):
+def _record(tmp_path, monkeypatch, lanes="4,8,16,32", extra=()):
     calls = []
     monkeypatch.setattr(fpga_command, "compile_and_build", _fake_build(calls))
     out = tmp_path / "out"
     assert main(["bench", "kjv-micro", "--sections", "fpga", "--fpga-lanes", lanes,
                  "--fpga-clock", "25", "--work", str(tmp_path / "work"),
-                 "--out", str(out), "--json"]) == 0
+                 "--out", str(out), "--json", *extra]) == 0
     [path] = out.glob("*.json")
     return json.loads(path.read_text()), calls, path
 
 
 def test_fpga_section_records_each_lane_count(tmp_path, monkeypatch, capsys):
     record, calls, path = _record(tmp_path, monkeypatch)
-    assert calls == [(n, 25.0, "ulx3s-85f", f"fpga-{n}") for n in (4, 8, 16, 32)]
+    assert calls == [(n, 1, 25.0, "ulx3s-85f", f"fpga-{n}") for n in (4, 8, 16, 32)]
     section = record["fpga"]
     assert section["board"] == "ulx3s-85f" and section["clock_mhz"] == 25.0
     assert section["device"] == "LFE5U-85F-CABGA381"
@@ -165,3 +165,8 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
     assert seen == [(4, "int8", None, fpga_command.DEFAULT_BAUD, 1, "router2", "fpga-4")]
     assert four["fits"] and four["cycles_per_token"]["pos0"] > 0
     assert too_many["lanes"] == 999 and "lanes must be an integer from 1 to" in too_many["error"]
+
+
+def test_fpga_section_builds_with_matrix_rows(tmp_path, monkeypatch):
+    _, calls, _ = _record(tmp_path, monkeypatch, lanes="4,8", extra=("--fpga-matrix-rows", "2"))
+    assert calls == [(n, 2, 25.0, "ulx3s-85f", f"fpga-{n}") for n in (4, 8)]

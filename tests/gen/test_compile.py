@@ -59,7 +59,7 @@ def test_manifest_contents(qm, compiled):
     assert manifest["config"] == {"weights": "int8", "group_size": None, "lanes": 4,
                                   "vector_lanes": 4,
                                   "context": qm.context, "rom_style": "auto",
-                                  "engine": "lanes", "weight_store": "rom",
+                                  "engine": "lanes", "weight_store": "rom", "matrix_rows": 1,
                                   "weight_format": "int8",
                                   "quantized_context": qm.context}
     assert manifest["rom_bits"]["layers.0.wq"] == qm.rom_bits()["layers.0.wq"]
@@ -70,6 +70,7 @@ def test_manifest_contents(qm, compiled):
                                                                    SHAPE["ffn_dim"]]}
     cycles = manifest["cycles_per_token"]
     last = qm.context - 1
+    assert cycles["by_work_at_pos"]["0"] == decoder.cycles_by_work(0)
     assert cycles["at_pos"] == {"0": decoder.cycles_per_token(0),
                                 str(qm.context // 2): decoder.cycles_per_token(qm.context // 2),
                                 str(last): decoder.cycles_per_token(last)}
@@ -85,6 +86,8 @@ def test_manifest_contents(qm, compiled):
     assert manifest["source_hash"] == "abc"
     assert manifest["inputs_sha256"] == inputs_hash(qm, CompileOptions(lanes=4, vector_lanes=4))
     assert manifest["inputs_sha256"] != inputs_hash(qm, CompileOptions(lanes=5))
+    assert manifest["inputs_sha256"] != inputs_hash(qm, CompileOptions(lanes=4, vector_lanes=4,
+                                                                       matrix_rows=2))
     # Every port the manifest names is in the Verilog with that width.
     text = (a / f"{TOP}.v").read_text()
     ports = re.search(rf"module {TOP}\((.*?)\);", text, re.S).group(1)
@@ -177,12 +180,14 @@ def test_yaml_options_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("lane: 3\n", r"hw.yaml: unknown key 'lane' \(expected one of weights, group_size, lanes, "
-                  r"context, rom_style, vector_lanes, engine, weight_store\)$"),
+                  r"context, rom_style, vector_lanes, engine, weight_store, matrix_rows\)$"),
     ("engine: fast\n", r"hw.yaml: engine must be one of lanes, serial, not 'fast'$"),
     ("rom_style: mem\n", r"hw.yaml: rom_style must be one of auto, inline, files, not 'mem'$"),
     ("lanes: three\n", r"hw.yaml: lanes must be an integer, not 'three'$"),
     ("lanes: true\n", r"hw.yaml: lanes must be an integer, not True$"),
     ("group_size: 0\n", r"hw.yaml: group_size must be a positive integer, not 0$"),
+    ("matrix_rows: 0\n", r"hw.yaml: matrix_rows must be a positive integer, not 0$"),
+    ("matrix_rows: 2.5\n", r"hw.yaml: matrix_rows must be an integer, not 2.5$"),
     ("weights: int3\n", r"hw.yaml: weights must be one of int8, int4, ternary, keep, not 'int3'$"),
     ("- lanes\n", r"hw.yaml: expected a mapping of options, found list$"),
     ("lanes: [\n", r"hw.yaml: not valid YAML"),

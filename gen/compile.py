@@ -386,7 +386,7 @@ def compile_model(qm, options, out_dir, *, source_hash):
         "ports": _ports(decoder),
         "protocol": _PROTOCOL,
         "eos_id": decoder.eos_id,
-        "cycles_per_token": _cycles(qm, decoder, lanes),
+        "cycles_per_token": _cycles(qm, decoder, lanes * options.matrix_rows),
         "tools": _versions(),
         "source_hash": source_hash,
         "inputs_sha256": inputs_hash(qm, options),

@@ -279,16 +279,19 @@ def _limits(report, manifest):
                f"cycles each): one multiplier does all the work, which is what makes it small"]
     else:
         work = cyc["by_work_at_pos"][first]
+        rows = manifest["config"].get("matrix_rows", 1)
         total = sum(work.values())
         share = ", ".join(f"{name} {n:,} ({100 * n / total:.0f} %)" for name, n in (
             ("matrix products", work["matrices"]), ("attention", work["attention"]),
             ("element-wise units", work["vector"])))
         out = [f"compute: {report['cycles_per_token']['pos0']:,} cycles per token at position 0 "
-               f"with {lanes} lanes ({ideal:,} if every cycle did {lanes} multiply-accumulates): "
+               f"with {lanes} lanes ({ideal:,} if every cycle did {rows * lanes} multiply-"
+               f"accumulates): "
                f"{share}. One token is in flight and the units run one after another; the "
-               f"matrix products share one MAC array whose lanes span a row's inputs, so a "
-               f"matrix of n inputs uses at most n of them, and the element-wise units run at "
-               f"--vector-lanes {manifest['config']['vector_lanes']}"]
+               f"matrix products share one MAC array of {rows} row(s) of {lanes} lanes, whose "
+               f"lanes span a row's inputs (a matrix of n inputs uses at most n of them; "
+               f"--matrix-rows adds rows), and the element-wise units run at --vector-lanes "
+               f"{manifest['config']['vector_lanes']}"]
     speed = report["tokens_per_s"]
     if speed["uart_limit"] < speed["at_fmax"]["pos0"]:
         out.append(f"link: a token frame is {FRAME_BITS} bits, so {report['uart']['baud']} baud "

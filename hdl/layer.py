@@ -3,7 +3,7 @@ block, each closed by its residual add, with the layer's constants picked by ``i
 
 import math
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -273,15 +273,11 @@ class DecoderLayer(wiring.Component):
         producers = (self.norm1.o, self.attention.o, self.norm2.o, self.swiglu.o)
         kind = Signal(range(len(MATRICES)))
         offered = Signal(range(len(MATRICES)))
-        with m.If(self.attention.o.valid):
-            m.d.comb += offered.eq(1)
-        with m.Elif(self.norm2.o.valid):
-            m.d.comb += offered.eq(2)
-        with m.Elif(self.swiglu.o.valid):
-            m.d.comb += offered.eq(3)
+        for k, src in enumerate(producers[1:], 1):
+            with m.If(src.valid):
+                m.d.comb += offered.eq(k)
         request = self.mv_i.payload
-        m.d.comb += [self.mv_i.valid.eq(producers[0].valid | producers[1].valid
-                                        | producers[2].valid | producers[3].valid),
+        m.d.comb += [self.mv_i.valid.eq(Cat(src.valid for src in producers).any()),
                      request.bank.eq(index * len(MATRICES) + offered)]
         with m.Switch(offered):
             for k, src in enumerate(producers):

@@ -104,6 +104,11 @@ class MatVec(wiring.Component):
         Parameter sets stacked in the ROMs, ``>= 1`` (default 1: no ``bank`` port), of
         ``len(weights) // banks`` rows each; or the rows of each bank, which may then differ
         in rows, inputs and ``out_bits``.
+    rows_per_cycle : int
+        Rows ``R`` worked on at once (default 1), ``R * lanes`` multipliers: a ROM word holds
+        the same chunk of ``R`` consecutive rows of a bank (its rows padded with zero rows to a
+        multiple of ``R``), all take the same inputs, and ``R`` accumulators and
+        requantizations finish them together. Needs ``requant``.
 
     Members
     -------
@@ -129,7 +134,8 @@ class MatVec(wiring.Component):
 
     Timing (both streams always ready)
     ----------------------------------
-    - ``cycles_per_vector = out_features * chunks`` (``chunks`` ROM words per row, see above):
+    - ``cycles_per_vector = out_features / rows_per_cycle * chunks`` (``chunks`` ROM words per
+      row, see above):
       steady-state distance between input vectors (and between output vectors); per bank
       :meth:`bank_cycles_per_vector` when the banks differ in shape.
     - ``latency = cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``;
@@ -142,7 +148,8 @@ class MatVec(wiring.Component):
       the accumulate (grouped: group sum, group multiply and row sum), so no cycle holds both
       the multipliers and the accumulator.
 
-    Resources: the ROMs (``rom_bits``, all banks), an ``8 * in_features``-bit input latch, ``lanes``
+    Resources (per row of ``rows_per_cycle`` where it says "one"): the ROMs (``rom_bits``, all
+    banks), an ``8 * in_features``-bit input latch, ``lanes``
     ``bits``×8 multipliers into a balanced adder tree and its registered sum, the ``acc_bits``
     row sum (plus, grouped, a registered group multiplier, a group sum and one 16×group-sum
     multiplier), and with ``requant`` one ``acc_bits``×15 multiplier, one barrel shifter and an

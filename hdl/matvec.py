@@ -556,8 +556,8 @@ class MatVec(wiring.Component):
         def bank_firsts(per_bank):
             return [sum(per_bank[:b]) for b in range(n_banks)]
 
-        bank_groups = [p // R for p in self._bank_padded]          # R-row groups per bank
-        bank_words = [g * c for g, c in zip(bank_groups, self._bank_chunks, strict=True)]
+        bank_row_groups = [p // R for p in self._bank_padded]          # R-row groups per bank
+        bank_words = [g * c for g, c in zip(bank_row_groups, self._bank_chunks, strict=True)]
 
         m.submodules.rom = rom = Memory(data=self._rom)
         rd = rom.read_port(domain="sync")
@@ -581,7 +581,7 @@ class MatVec(wiring.Component):
         row = Signal.like(next_row)
         # The vector's last chunk of a row and last row: its bank's.
         last_chunk = bank_table("bank_last_chunk", [c - 1 for c in self._bank_chunks])
-        last_row = bank_table("bank_last_row", [g - 1 for g in bank_groups])
+        last_row = bank_table("bank_last_row", [g - 1 for g in bank_row_groups])
         m.d.comb += [
             addr.eq(Mux(issuing, next_addr, bank_table("rom_base", bank_firsts(bank_words)))),
             chunk.eq(Mux(issuing, next_chunk, 0)),
@@ -645,7 +645,7 @@ class MatVec(wiring.Component):
             next_gaddr = Signal(range(max(2, self._group_rom.depth)))
             gaddr = Signal.like(next_gaddr)
             gbase = bank_table("group_rom_base", bank_firsts(
-                [r * g for r, g in zip(bank_groups, self._bank_groups, strict=True)]))
+                [r * g for r, g in zip(bank_row_groups, self._bank_groups, strict=True)]))
             m.d.comb += [gaddr.eq(Mux(issuing, next_gaddr, gbase)),
                          rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
             with m.If(issue):
@@ -678,7 +678,7 @@ class MatVec(wiring.Component):
                 s1_qrow = Signal.like(next_qrow)
                 m.d.comb += qrow.eq(Mux(issuing, next_qrow,
                                         bank_table("requant_rom_base",
-                                                   bank_firsts(bank_groups))))
+                                                   bank_firsts(bank_row_groups))))
                 with m.If(issue):
                     m.d.sync += next_qrow.eq(Mux(chunk == last_chunk, qrow + 1, qrow))
                 with m.If(~stall):

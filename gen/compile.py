@@ -266,19 +266,18 @@ def _formula(decoder):
     ctx = decoder.context
     fixed = decoder.cycles_per_token(0) - sum(a.cycles(0) for a in attention)
     first = attention[0]
-    H, C = first.n_heads, first.chunks
-    # attention(0) = 2C + (H-1)(C + post) + post + 1 with post >= C: solve for post.
-    post = (first.cycles(0) - (H + 1) * C - 1) // H
+    H, C, D, post = first.n_heads, first.chunks, first.score_drain, first.post_cycles
 
     def model(pos):
         S = (pos + 1) * C
-        return fixed + len(attention) * (2 * S + (H - 1) * (S + max(S, post)) + post + 1)
+        return fixed + len(attention) * (2 * S + D + (H - 1) * (S + max(S + D, post)) + post + 1)
 
-    if all(a.chunks == C and a.n_heads == H for a in attention) and all(
-            model(p) == decoder.cycles_per_token(p) for p in range(ctx)):
-        return (f"cycles_per_token(pos) = {fixed} + {len(attention)} * (2*S + {H - 1}*(S + "
-                f"max(S, {post})) + {post + 1}), S = (pos + 1)*{C}; pos = position the previous "
-                f"token is fed back at, 0 <= pos < {ctx}")
+    if all((a.chunks, a.n_heads, a.score_drain, a.post_cycles) == (C, H, D, post)
+           for a in attention) and all(model(p) == decoder.cycles_per_token(p)
+                                       for p in range(ctx)):
+        return (f"cycles_per_token(pos) = {fixed} + {len(attention)} * (2*S + {D} + {H - 1}*(S + "
+                f"max(S + {D}, {post})) + {post + 1}), S = (pos + 1)*{C}; pos = position the "
+                f"previous token is fed back at, 0 <= pos < {ctx}")
     return "see per_pos"
 
 

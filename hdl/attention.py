@@ -5,6 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .vector_unit import (
+    adder_tree,
     bank_select,
     check_int,
     check_int_list,
@@ -22,9 +23,11 @@ EXP_SHIFT_CAP = 16          # a shift D >> 8 of 16 or more gives 0
 RECIP_SHIFT = 40            # r = floor(2^40 / P)
 RECIP_BITS = RECIP_SHIFT - EXP_ONE_BITS + 1     # P >= 2^15, so r <= 2^25 has 26 bits
 DIVIDE_CYCLES = RECIP_BITS  # restoring divider: one quotient bit a cycle
-# From the last weighted-sum issue to the post unit being free again: 2 pipeline stages, the
-# divider, then ceil(head_dim / out_lanes) output cycles (see `Attention.cycles`).
-_POST_FIXED = 3 + DIVIDE_CYCLES
+# From the last weighted-sum issue to the post unit being free again: 4 pipeline stages, a gap
+# cycle, the divider, then ceil(head_dim / out_lanes) + 1 output cycles (see `Attention.cycles`).
+_POST_FIXED = 6 + DIVIDE_CYCLES
+# From the last score-pass issue to the first weighted-sum issue: the score pipeline's 4 stages.
+_SCORE_DRAIN = 4
 
 
 class Attention(wiring.Component):
@@ -97,12 +100,18 @@ class Attention(wiring.Component):
     Timing
     ------
     ``i.ready`` is high only while idle. With ``S = (p + 1) * C`` and ``C_o = ceil(head_dim /
-    out_lanes)`` the output is valid :meth:`cycles` ``(p) = 2 S + (n_heads - 1) (S + max(S, 29 +
-    C_o)) + 30 + C_o`` clock edges after the edge that accepted the input (29 + C_o: two
-    pipeline stages, a gap cycle, the 26-cycle divider and C_o output cycles); the next input is
-    accepted at the edge after the output
-    transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head. The same for every
-    ``banks``.
+    out_lanes)`` the output is valid :meth:`cycles` ``(p) = 2 S + 4 + (n_heads - 1) (S +
+    max(S + 4, 32 + C_o)) + 33 + C_o`` clock edges after the edge that accepted the input (4:
+    the score pipeline draining before the weighted pass; 32 + C_o: four weighted-pass stages,
+    a gap cycle, the 26-cycle divider and C_o + 1 output cycles); the next input is accepted at
+    the edge after the output transfer. The ideal of ``lanes`` MACs a cycle is ``2 S`` per head.
+    The same for every ``banks``.
+
+    Every stage is one short step between registers: a block-RAM read, a choice of chunk, a
+    product, a sum. The score pass is four stages (select k and q, their products, their sum,
+    the running sum and maximum), the weighted pass four ((score - max) * M, the EXP2 address, pr
+    and v, the accumulation) and the output two (the product with r, then rounding and
+    saturation).
     """
 
     def __init__(self, *, n_heads, n_kv_heads, head_dim, context, M_att, s_att, exp2_table,
@@ -188,13 +197,25 @@ class Attention(wiring.Component):
         """Bits of the score memory (one for all banks): ``context * score_width``."""
         return self._context * self.score_width
 
+    @property
+    def score_drain(self):
+        """Cycles from a head's last score-pass issue to its first weighted-sum issue."""
+        return _SCORE_DRAIN
+
+    @property
+    def post_cycles(self):
+        """Cycles from a head's last weighted-sum issue until the post unit (reciprocal and
+        output) is free: ``32 + C_o``."""
+        return _POST_FIXED + self.out_chunks
+
     def cycles(self, position):
-        """Clock edges from the input transfer to the output's ``valid`` at ``position``."""
+        """Clock edges from the input transfer to the output's ``valid`` at ``position``:
+        ``2 S + drain + (n_heads - 1) (S + max(S + drain, post)) + post + 1`` with
+        ``S = (position + 1) C``, ``drain`` = :attr:`score_drain`, ``post`` = :attr:`post_cycles`."""
         position = check_int("position", position, 0, self._context - 1)
-        C = self.chunks
-        S = (position + 1) * C
-        post = _POST_FIXED + self.out_chunks
-        return 2 * S + (self._n_heads - 1) * (S + max(S, post)) + post + 1
+        S = (position + 1) * self.chunks
+        drain, post = self.score_drain, self.post_cycles
+        return 2 * S + drain + (self._n_heads - 1) * (S + max(S + drain, post)) + post + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -214,8 +235,8 @@ class Attention(wiring.Component):
         k_wr, v_wr = k_mem.write_port(), v_mem.write_port()
         k_rd, v_rd = k_mem.read_port(), v_mem.read_port()
         score_wr = score_mem.write_port()
-        # At p = 0 the weighted pass reads score 0 in the cycle the score pass writes it.
-        score_rd = score_mem.read_port(transparent_for=(score_wr,))
+        # The weighted pass starts after the last score is written, so no read is transparent.
+        score_rd = score_mem.read_port()
         exp2_rd = exp2_rom.read_port()
 
         def element(row, index):
@@ -231,13 +252,23 @@ class Attention(wiring.Component):
         last_c = c == C - 1
         last_t = t == p
 
-        # Score pass stage B; weighted pass stages B and C.
-        s1_valid, s1_t, s1_c = Signal(), Signal.like(t), Signal.like(c)
-        w1_valid, w1_t, w1_c, w1_g, w1_h, w1_last = (
-            Signal(), Signal.like(t), Signal.like(c), Signal.like(g), Signal.like(h), Signal())
-        w2_valid, w2_t, w2_c, w2_g, w2_h, w2_last = (
-            Signal(), Signal.like(t), Signal.like(c), Signal.like(g), Signal.like(h), Signal())
-        w2_zero, w2_shift = Signal(), Signal(range(EXP_SHIFT_CAP))
+        # Pipeline registers: score pass stages B-D (s1..s3), weighted pass stages B-E (w1..w4),
+        # each a (valid, t, c, ...) tuple that moves one stage a cycle. Every stage is one short
+        # register-to-register step: the clock was lost in the long ones (docs/fpga.md).
+        def stages(prefix, count, **extra):
+            like = dict(valid=Signal(), t=t, c=c, **extra)
+            return [[Signal.like(v, name=f"{prefix}{n}_{k}") for k, v in like.items()]
+                    for n in range(1, count + 1)]
+        s_stages = stages("s", 4)
+        w_stages = stages("w", 4, g=g, h=h, last=Signal())
+        (s1_valid, s1_t, s1_c), (s2_valid, *_), (s3_valid, *_), (s4_valid, s4_t, s4_c) = s_stages
+        (w1_valid, w1_t, w1_c, w1_g, w1_h, w1_last), (w2_valid, w2_t, *_), \
+            (w3_valid, _, w3_c, w3_g, *_), (w4_valid, w4_t, w4_c, _, w4_h, w4_last) = w_stages
+        for pipe in (s_stages, w_stages):
+            for src, dst in zip(pipe, pipe[1:]):
+                m.d.sync += [b.eq(a) for a, b in zip(src, dst)]
+        m.d.sync += [s1_valid.eq(0), w1_valid.eq(0)]
+        w3_zero, w3_shift = Signal(), Signal(range(EXP_SHIFT_CAP))
 
         partial = Signal(signed(self.score_width))
         mx = Signal(signed(self.score_width))
@@ -245,11 +276,9 @@ class Attention(wiring.Component):
         acc = [Signal(signed(self.acc_width), name=f"acc{j}") for j in range(hd)]
         out = Signal(self._out_layout)
         post_busy = Signal()
-        busy = w1_valid | w2_valid | post_busy
-
-        m.d.sync += [s1_valid.eq(0), w1_valid.eq(0), w2_valid.eq(w1_valid)]
-        m.d.sync += [w2_t.eq(w1_t), w2_c.eq(w1_c), w2_g.eq(w1_g), w2_h.eq(w1_h),
-                     w2_last.eq(w1_last)]
+        # Stage E writes the last score (and the maximum) at the edge before WSUM's first read.
+        scoring = s1_valid | s2_valid | s3_valid
+        busy = w1_valid | w2_valid | w3_valid | w4_valid | post_busy
 
         def advance(on_last):
             with m.If(last_c):
@@ -278,7 +307,7 @@ class Attention(wiring.Component):
             k_wr.addr.eq(row(self.i.payload.pos)), k_wr.data.eq(self.i.payload.k),
             v_wr.addr.eq(row(self.i.payload.pos)), v_wr.data.eq(self.i.payload.v),
             k_wr.en.eq(accept & in_range), v_wr.en.eq(accept & in_range),
-            k_rd.addr.eq(row(t)), score_rd.addr.eq(t), v_rd.addr.eq(row(w1_t)),
+            k_rd.addr.eq(row(t)), score_rd.addr.eq(t), v_rd.addr.eq(row(w2_t)),
             self.o.payload.eq(out),
         ]
 
@@ -298,13 +327,11 @@ class Attention(wiring.Component):
                 m.d.sync += [s1_valid.eq(1), s1_t.eq(t), s1_c.eq(c)]
 
                 def to_weighted():
-                    with m.If(busy):
-                        m.next = "WAIT"
-                    with m.Else():
-                        m.next = "WSUM"
+                    m.next = "WAIT"
                 advance(to_weighted)
 
-            with m.State("WAIT"), m.If(~busy):
+            # The weighted pass needs every score and the maximum, and the accumulators free.
+            with m.State("WAIT"), m.If(~scoring & ~busy):
                 m.next = "WSUM"
 
             with m.State("WSUM"):
@@ -331,74 +358,89 @@ class Attention(wiring.Component):
                 with m.If(self.o.ready):
                     m.next = "IDLE"
 
-        # Score pass, stage B: the K row of position s1_t arrived; add one chunk of q . k.
-        k_chunks = [Array(Array(element(k_rd.data, gg * hd + cc * L + lane)
-                                if cc * L + lane < hd else Const(0, signed(8))
-                                for cc in range(C)) for gg in range(G)) for lane in range(L)]
-        q_chunks = [Array(Array(element(q, hh * hd + cc * L + lane)
-                                if cc * L + lane < hd else Const(0, signed(8))
-                                for cc in range(C)) for hh in range(H)) for lane in range(L)]
-        dot = sum(k_chunks[lane][g][s1_c] * q_chunks[lane][h][s1_c] for lane in range(L))
+        # Score pass. Stage B: the K row of position s1_t arrived; pick this chunk's k and q.
+        # Stage C: their products. Stage D: the sum of the products. Stage E: add it to the
+        # earlier chunks', write the score of a complete position and track the maximum.
+        k_sel = [Signal(signed(8), name=f"k_sel{lane}") for lane in range(L)]
+        q_sel = [Signal(signed(8), name=f"q_sel{lane}") for lane in range(L)]
+        for lane in range(L):
+            k_chunk = Array(Array(element(k_rd.data, gg * hd + cc * L + lane)
+                                  if cc * L + lane < hd else Const(0, signed(8))
+                                  for cc in range(C)) for gg in range(G))
+            q_chunk = Array(Array(element(q, hh * hd + cc * L + lane)
+                                  if cc * L + lane < hd else Const(0, signed(8))
+                                  for cc in range(C)) for hh in range(H))
+            m.d.sync += [k_sel[lane].eq(k_chunk[g][s1_c]), q_sel[lane].eq(q_chunk[h][s1_c])]
+        qk = [Signal(signed(16), name=f"qk{lane}") for lane in range(L)]
+        m.d.sync += [qk[lane].eq(k_sel[lane] * q_sel[lane]) for lane in range(L)]
+        dot = Signal(signed(self.score_width))
+        m.d.sync += dot.eq(adder_tree(qk))
         score = Signal(signed(self.score_width))
-        m.d.comb += score.eq(Mux(s1_c == 0, 0, partial) + dot)
-        with m.If(s1_valid):
+        m.d.comb += score.eq(Mux(s4_c == 0, 0, partial) + dot)
+        with m.If(s4_valid):
             m.d.sync += partial.eq(score)
-            with m.If(s1_c == C - 1):
-                m.d.comb += [score_wr.en.eq(1), score_wr.addr.eq(s1_t), score_wr.data.eq(score)]
-                with m.If((s1_t == 0) | (score > mx)):
+            with m.If(s4_c == C - 1):
+                m.d.comb += [score_wr.en.eq(1), score_wr.addr.eq(s4_t), score_wr.data.eq(score)]
+                with m.If((s4_t == 0) | (score > mx)):
                     m.d.sync += mx.eq(score)
 
-        # Weighted pass, stage B: D = -rshift_round((score - mx) * M, s) >= 0. M and s are
-        # constants unless the banks differ in them.
+        # Weighted pass. Stage B: the score arrived; (score - mx) * M. Stage C: D =
+        # -rshift_round((score - mx) * M, s) >= 0 addresses EXP2 (and V's row is read). M and s
+        # are constants unless the banks differ in them.
         bank = self.bank if self._banks > 1 else None
         M_att = bank_select(m, bank, self._M_atts, range(max(self._M_atts) + 1), name="M_att")
         s_att = bank_select(m, bank, self._s_atts, range(max(self._s_atts) + 1), name="s_att")
-        scaled = (score_rd.data - mx) * M_att
+        product = (score_rd.data - mx) * M_att
+        scaled = Signal(signed(len(product)))
+        m.d.sync += scaled.eq(product)
         if isinstance(s_att, int):
-            if s_att:
-                scaled = scaled + (1 << (s_att - 1))
-            D = Signal(signed(len(scaled) + 1))
-            m.d.comb += D.eq(-(scaled >> s_att))
+            rounded = (scaled + (1 << (s_att - 1)) if s_att else scaled) >> s_att
         else:
             # rshift_round(x, s) == rshift_round(2x, s + 1): exact for s = 0 too, one shifter.
             rounded = rshift_round_var(scaled << 1, s_att)
-            D = Signal(signed(len(rounded) + 1))
-            m.d.comb += D.eq(-rounded)
-        m.d.comb += exp2_rd.addr.eq(D[:EXP_FRAC_BITS])
-        m.d.sync += [w2_zero.eq(D >= EXP_SHIFT_CAP << EXP_FRAC_BITS),
-                     w2_shift.eq(D[EXP_FRAC_BITS:EXP_FRAC_BITS + 4])]
+        D = Signal(signed(len(rounded) + 1))
+        m.d.comb += [D.eq(-rounded), exp2_rd.addr.eq(D[:EXP_FRAC_BITS])]
+        m.d.sync += [w3_zero.eq(D >= EXP_SHIFT_CAP << EXP_FRAC_BITS),
+                     w3_shift.eq(D[EXP_FRAC_BITS:EXP_FRAC_BITS + 4])]
 
-        # Weighted pass, stage C: EXP2 entry and V row arrived; accumulate P and one chunk of acc.
+        # Stage D: the EXP2 entry and the V row arrived; pr and this chunk's v. Stage E:
+        # accumulate P and the chunk of acc.
         pr = Signal(EXP_ONE_BITS + 1)
-        m.d.comb += pr.eq(Mux(w2_zero, 0, exp2_rd.data >> w2_shift))
-        first = w2_t == 0
-        with m.If(w2_valid & (w2_c == 0)):
+        m.d.sync += pr.eq(Mux(w3_zero, 0, exp2_rd.data >> w3_shift))
+        first = w4_t == 0
+        with m.If(w4_valid & (w4_c == 0)):
             m.d.sync += total.eq(Mux(first, 0, total) + pr)
         for lane in range(L):
-            v_elem = Array(Array(element(v_rd.data, gg * hd + cc * L + lane)
-                                 if cc * L + lane < hd else Const(0, signed(8))
-                                 for cc in range(C)) for gg in range(G))[w2_g][w2_c]
+            v_sel = Signal(signed(8), name=f"v_sel{lane}")
+            m.d.sync += v_sel.eq(Array(Array(element(v_rd.data, gg * hd + cc * L + lane)
+                                             if cc * L + lane < hd else Const(0, signed(8))
+                                             for cc in range(C)) for gg in range(G))[w3_g][w3_c])
             acc_old = Array(acc[cc * L + lane] if cc * L + lane < hd
-                            else Const(0, signed(self.acc_width)) for cc in range(C))[w2_c]
+                            else Const(0, signed(self.acc_width)) for cc in range(C))[w4_c]
             acc_new = Signal(signed(self.acc_width), name=f"acc_new{lane}")
-            m.d.comb += acc_new.eq(Mux(first, 0, acc_old) + pr * v_elem)
+            m.d.comb += acc_new.eq(Mux(first, 0, acc_old) + pr * v_sel)
             for cc in range(C):
                 if cc * L + lane < hd:
-                    with m.If(w2_valid & (w2_c == cc)):
+                    with m.If(w4_valid & (w4_c == cc)):
                         m.d.sync += acc[cc * L + lane].eq(acc_new)
 
-        # Post unit: r = floor(2^40 / P) by restoring division, then out = sat_8(acc * r >> 40).
+        # Post unit: r = floor(2^40 / P) by restoring division, then out = sat_8(acc * r >> 40)
+        # in two stages (the product, then rounding and saturation), C_o + 1 cycles.
         # P >= 2^15, so the quotient bits above 2^25 are 0 and the remainder after them is 2^14.
         rem = Signal(self.sum_width + 1)
         quo = Signal(RECIP_BITS)
         Lo, Co = self._out_lanes, self.out_chunks
-        count = Signal(range(max(DIVIDE_CYCLES, Co)))
+        count = Signal(range(max(DIVIDE_CYCLES, Co + 1)))
         post_h = Signal.like(h)
         rem2 = rem << 1
+        wr_valid, wr_count = Signal(), Signal.like(count)
+        weighted = [Signal(signed(self.acc_width + RECIP_BITS), name=f"weighted{lane}")
+                    for lane in range(Lo)]
+        m.d.sync += wr_valid.eq(0)
         with m.FSM(name="post"):
-            with m.State("IDLE"), m.If(w2_valid & w2_last):
+            with m.State("IDLE"), m.If(w4_valid & w4_last):
                 m.d.sync += [rem.eq(1 << (EXP_ONE_BITS - 1)), quo.eq(0), count.eq(0),
-                             post_h.eq(w2_h)]
+                             post_h.eq(w4_h)]
                 m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 m.d.comb += post_busy.eq(1)
@@ -415,17 +457,18 @@ class Attention(wiring.Component):
                 for lane in range(Lo):
                     acc_elem = Array(acc[cc * Lo + lane] if cc * Lo + lane < hd
                                      else Const(0, signed(self.acc_width)) for cc in range(Co))
-                    rounded = (acc_elem[count] * quo + (1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT
-                    value = Signal(signed(8), name=f"out_lane{lane}")
-                    m.d.comb += value.eq(Mux(rounded > 127, 127,
-                                             Mux(rounded < -128, -128, rounded)))
-                    for hh in range(H):
-                        for cc in range(Co):
-                            if cc * Lo + lane < hd:
-                                with m.If((post_h == hh) & (count == cc)):
-                                    m.d.sync += out[hh * hd + cc * Lo + lane].eq(value)
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == Co - 1):
+                    m.d.sync += weighted[lane].eq(acc_elem[count] * quo)
+                m.d.sync += [wr_valid.eq(count < Co), wr_count.eq(count), count.eq(count + 1)]
+                with m.If(count == Co):
                     m.d.sync += count.eq(0)
                     m.next = "IDLE"
+        for lane in range(Lo):
+            rounded = (weighted[lane] + (1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT
+            value = Signal(signed(8), name=f"out_lane{lane}")
+            m.d.comb += value.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded)))
+            for hh in range(H):
+                for cc in range(Co):
+                    if cc * Lo + lane < hd:
+                        with m.If(wr_valid & (post_h == hh) & (wr_count == cc)):
+                            m.d.sync += out[hh * hd + cc * Lo + lane].eq(value)
         return m

@@ -70,14 +70,14 @@ class RMSNorm(VectorUnit):
 
     Timing
     ------
-    ``latency = cycles_per_vector = 2 * ceil(d / lanes) + 4`` clock edges from the input transfer
+    ``latency = cycles_per_vector = 2 * ceil(d / lanes) + 5`` clock edges from the input transfer
     to the output transfer (``o`` always ready), and between input transfers: one pass for the
-    sum of squares, one cycle to normalize ``u`` and read ``RSQRT``, one scaling pass through a
-    three-stage pipeline (``x * R``, ``* G``, shift and saturate: registered in between, so each
-    is a cycle of its own), which adds two cycles.
+    sum of squares, one cycle to normalize ``u``, one to read ``RSQRT``, one scaling pass through
+    a three-stage pipeline (``x * R``, ``* G``, shift and saturate: registered in between, so
+    each is a cycle of its own), which adds two cycles.
     """
     PASSES = 2
-    EXTRA_CYCLES = 4
+    EXTRA_CYCLES = 5
 
     def __init__(self, *, gain, shift, eps_int, rsqrt_table, lanes, banks=1):
         self._banks = banks = check_int("banks", banks, 1, None)
@@ -151,15 +151,16 @@ class RMSNorm(VectorUnit):
         m = Module()
         plan, slots = self._plan, self._plan.slots
         # RUN: cycles 0..slots-1 sum squares (the slots rotate back into place), cycle `slots`
-        # normalizes u; slot c = count - slots - 1 is multiplied by R at count slots+1+c, by G one
-        # cycle later and shifted, saturated and collected one cycle after that.
-        seq = Sequencer(m, self.i, self.o, 2 * slots + 3)
+        # normalizes u, cycle slots+1 reads RSQRT; slot c = count - slots - 2 is multiplied by R
+        # at count slots+2+c, by G one cycle later and shifted, saturated and collected one cycle
+        # after that.
+        seq = Sequencer(m, self.i, self.o, 2 * slots + 4)
         summing, normalizing, scaling, collecting = (Signal() for _ in range(4))
         m.d.comb += [
             summing.eq(seq.running & (seq.count < slots)),
             normalizing.eq(seq.running & (seq.count == slots)),
-            scaling.eq(seq.running & (seq.count > slots) & (seq.count <= 2 * slots)),
-            collecting.eq(seq.running & (seq.count > slots + 2)),
+            scaling.eq(seq.running & (seq.count > slots + 1) & (seq.count <= 2 * slots + 1)),
+            collecting.eq(seq.running & (seq.count > slots + 3)),
         ]
         xs = slot_registers(m, plan, signed(16), lambda p: self.i.payload[p[1]], name="x",
                             load=seq.start, shift=summing | scaling, rotate=True)
@@ -179,17 +180,19 @@ class RMSNorm(VectorUnit):
                 m.d.comb += length.eq(bit + 1)
         e8 = Signal(range(self.sum_bits + 1))
         m.d.comb += e8.eq(length - 2 + length[0])
+        # The priority encoder and the shift are a cycle of their own, before the ROM address.
         mant = Signal(10)
-        m.d.comb += mant.eq((u << 8) >> e8)
+        with m.If(normalizing):
+            m.d.sync += mant.eq((u << 8) >> e8)
 
         m.submodules.rsqrt = rsqrt = Memory(data=self._rsqrt_rom)
         r_port = rsqrt.read_port()
-        m.d.comb += r_port.addr.eq(mant - 256)          # stable from `normalizing` on
+        m.d.comb += r_port.addr.eq(mant - 256)          # stable from `normalizing` + 1 on
 
         m.submodules.gain = gain = Memory(data=self._gain_rom)
         g_port = gain.read_port()
         # Slot c's gains are read while x * R is formed, ready for the `* G` stage.
-        addr = seq.count - (slots + 1)
+        addr = seq.count - (slots + 2)
         if bank is not None:
             addr = bank * slots + addr
         m.d.comb += [g_port.addr.eq(addr), g_port.en.eq(scaling)]

@@ -57,10 +57,11 @@ class RoPE(VectorUnit):
     ``slots = ceil(n_heads / heads_per_cycle) * ceil((head_dim/2) / pairs_per_head)`` where
     ``lanes <= head_dim/2`` gives ``(heads_per_cycle, pairs_per_head) = (1, lanes)`` and a larger
     ``lanes`` gives ``(lanes / (head_dim/2), head_dim/2)``.
-    ``latency = cycles_per_vector = slots + 2`` clock edges from the input transfer to the output
-    transfer (``o`` always ready), and between input transfers.
+    ``latency = cycles_per_vector = slots + 3`` clock edges from the input transfer to the output
+    transfer (``o`` always ready), and between input transfers: a slot's table word is read,
+    its sums of products are registered, then rounded and saturated (two stages, for the clock).
     """
-    EXTRA_CYCLES = 2
+    EXTRA_CYCLES = 3
 
     def __init__(self, *, cos, sin, n_heads, pairing, lanes):
         self._cos = self._check_table("cos", cos)
@@ -143,11 +144,12 @@ class RoPE(VectorUnit):
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        # RUN: cycles 0..slots-1 read the table for slot `count`; 1..slots rotate slot count-1.
-        seq = Sequencer(m, self.i, self.o, plan.slots + 1)
+        # RUN: cycles 0..slots-1 read the table for slot `count`; 1..slots form slot count-1's
+        # sums of products; 2..slots+1 round them into the result.
+        seq = Sequencer(m, self.i, self.o, plan.slots + 2)
         issue, finish = Signal(), Signal()
         m.d.comb += [issue.eq(seq.running & (seq.count < plan.slots)),
-                     finish.eq(seq.running & (seq.count > 0))]
+                     finish.eq(seq.running & (seq.count > 1))]
         v = self.i.payload.v
         a_regs = slot_registers(m, plan, signed(8), lambda p: v[self._pair_elements(*p)[0]],
                                 name="a", load=seq.start, shift=issue)
@@ -172,8 +174,12 @@ class RoPE(VectorUnit):
             b = Signal(signed(8), name=f"b_lane{lane}")
             m.d.sync += [a.eq(a_regs[0][lane]), b.eq(b_regs[0][lane])]
             entry = port.data[lane % plan.per_segment]
-            new_a.append(saturate(rshift_round_const(a * entry.cos - b * entry.sin, ROPE_FRAC), 8))
-            new_b.append(saturate(rshift_round_const(a * entry.sin + b * entry.cos, ROPE_FRAC), 8))
+            sum_a = Signal(signed(25), name=f"sum_a{lane}")
+            sum_b = Signal(signed(25), name=f"sum_b{lane}")
+            m.d.sync += [sum_a.eq(a * entry.cos - b * entry.sin),
+                         sum_b.eq(a * entry.sin + b * entry.cos)]
+            new_a.append(saturate(rshift_round_const(sum_a, ROPE_FRAC), 8))
+            new_b.append(saturate(rshift_round_const(sum_b, ROPE_FRAC), 8))
         out_a = collect_slots(m, plan, signed(8), new_a, name="a_out", shift=finish)
         out_b = collect_slots(m, plan, signed(8), new_b, name="b_out", shift=finish)
         for s in range(plan.slots):

@@ -169,9 +169,9 @@ def test_sizes():
 
 
 def test_cycles_formula():
-    dut = make(3, 1, 16, 37, 5)                     # C = 4: post = 26 + 3 + 4 = 33
-    assert dut.cycles(0) == 2 * 4 + 2 * (4 + 33) + 34
-    assert dut.cycles(36) == 2 * 148 + 2 * (148 + 148) + 34
+    dut = make(3, 1, 16, 37, 5)                     # C = 4: post = 26 + 6 + 4 = 36
+    assert dut.cycles(0) == 2 * 4 + 4 + 2 * (4 + 36) + 37
+    assert dut.cycles(36) == 2 * 148 + 4 + 2 * (148 + 152) + 37
     with pytest.raises(ValueError, match=r"^position must be an integer in 0\.\.36, not 37$"):
         dut.cycles(37)
 
@@ -182,8 +182,8 @@ def test_output_lanes(lanes, out_lanes):
     dut = make(3, 1, 8, 9, lanes, ratio=0.6, out_lanes=out_lanes)
     C, Co = dut.chunks, dut.out_chunks
     assert Co == -(-8 // out_lanes)
-    post = 29 + Co
-    assert dut.cycles(0) == 2 * C + 2 * (C + max(C, post)) + post + 1
+    post = 32 + Co
+    assert dut.cycles(0) == 2 * C + 4 + 2 * (C + max(C + 4, post)) + post + 1
     check(dut, random_items(dut, np.random.default_rng(out_lanes), range(9)), seed=out_lanes)
 
 

@@ -82,7 +82,7 @@ def test_hypothesis(data):
 
 def test_timing_and_roms():
     dut = elaborate(make(list(range(61)), 3, 7, 8))
-    assert dut.latency == dut.cycles_per_vector == 2 * 8 + 4
+    assert dut.latency == dut.cycles_per_vector == 2 * 8 + 5
     assert dut.gain_rom.depth == 8 and list(dut.rsqrt_rom.init) == TABLE
     assert list(dut.gain_rom.init[7]) == [56, 57, 58, 59, 60, 0, 0, 0]
     assert dut.sum_bits == (61 * 2**30 + 7).bit_length()
@@ -126,7 +126,7 @@ def test_banks(banks, d, lanes, same_shift, pauses):
     if pauses == (0.0, 0.0):
         assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * len(order)
         assert np.diff(ins).tolist() == [dut.cycles_per_vector] * (len(order) - 1)
-        assert dut.latency == 2 * -(-d // lanes) + 4
+        assert dut.latency == 2 * -(-d // lanes) + 5
 
 
 def test_banks_roms_and_properties():
@@ -134,7 +134,7 @@ def test_banks_roms_and_properties():
                             lanes=3, banks=2))
     assert dut.banks == 2 and dut.d == 5 and dut.gain == tuple(range(10))
     assert dut.shift == (3, -2) and dut.eps_int == (7, 7) and dut.rsqrt_table == tuple(TABLE)
-    assert dut.gain_rom.depth == 4 and dut.latency == 2 * 2 + 4
+    assert dut.gain_rom.depth == 4 and dut.latency == 2 * 2 + 5
     assert [list(w) for w in dut.gain_rom.init] == [[0, 1, 2], [3, 4, 0], [5, 6, 7], [8, 9, 0]]
     assert "bank" in dut.signature.members
     one = RMSNorm(gain=[1, 2], shift=[4], eps_int=[9], rsqrt_table=TABLE, lanes=1)

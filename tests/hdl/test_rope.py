@@ -79,13 +79,13 @@ def test_hypothesis(data):
 def test_timing_and_rom():
     dut, cos, _ = make(16, 3, 5, "half", 3)
     elaborate(dut)
-    assert dut.latency == dut.cycles_per_vector == 3 * 3 + 2     # 3 heads x ceil(8 / 3) chunks
+    assert dut.latency == dut.cycles_per_vector == 3 * 3 + 3     # 3 heads x ceil(8 / 3) chunks
     assert dut.rom.depth == 5 * 3                                 # no copy per head
     word = dut.rom.init[2 * 3 + 1]                                # position 2, chunk 1: pairs 3..5
     assert [int(word[l]["cos"]) for l in range(3)] == cos[2, 3:6].tolist()
     dut, _, _ = make(16, 3, 5, "half", 16)                        # two whole heads per cycle
     elaborate(dut)
-    assert dut.latency == 2 + 2 and dut.rom.depth == 5
+    assert dut.latency == 2 + 3 and dut.rom.depth == 5
     assert dut.i.payload.shape().size == 48 * 8 + 3
 
 

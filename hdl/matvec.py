@@ -9,13 +9,15 @@ from amaranth.lib.wiring import In, Out
 
 from .vector_unit import adder_tree, check_int, rshift_round_var, saturate
 
-__all__ = ["MatVec", "accumulator_bits", "WEIGHT_RANGES", "REQUANT_CYCLES"]
+__all__ = ["MatVec", "accumulator_bits", "WEIGHT_RANGES", "REQUANT_CYCLES", "PRODUCT_STAGES"]
 
 #: Weight value range per ROM width ``bits`` (2 is ternary).
 WEIGHT_RANGES = {8: (-128, 127), 5: (-16, 15), 4: (-8, 7), 2: (-1, 1)}
 
 #: Cycles the requantization and collection add to the latency when ``requant`` is given.
 REQUANT_CYCLES = 2
+#: Registers between the ROM word and the adder tree (the word, the products).
+PRODUCT_STAGES = 2
 
 GROUP_MULT_MAX = 1 << 14          # |g| <= 2^14 (docs/numerics.md)
 M_MAX = (1 << 15) - 1             # M < 2^15
@@ -138,15 +140,15 @@ class MatVec(wiring.Component):
       row, see above):
       steady-state distance between input vectors (and between output vectors); per bank
       :meth:`bank_cycles_per_vector` when the banks differ in shape.
-    - ``latency = cycles_per_vector + 2`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``;
+    - ``latency = cycles_per_vector + 4`` (``+ REQUANT_CYCLES`` = ``+ 2`` with ``requant``;
       per bank :meth:`bank_latency`):
       from an input vector's transfer edge to the cycle its last row (its requantized vector) is
       valid on ``o``. Without ``requant`` rows come out every ``chunks`` cycles, the first one
-      ``chunks + 2`` cycles after the input transfer.
-    - Pipeline: address and the chunk's inputs, then ROM word × inputs through the adder tree
-      into a register, then
-      the accumulate (grouped: group sum, group multiply and row sum), so no cycle holds both
-      the multipliers and the accumulator.
+      ``chunks + 4`` cycles after the input transfer.
+    - Pipeline: address and the chunk's inputs; the ROM word and the inputs into registers
+      (``PRODUCT_STAGES``: the word, then the products); the adder tree into a register; then
+      the accumulate (grouped: group sum, group multiply and row sum). The ROM's output mux,
+      the multipliers, the adder tree and the accumulator each have a cycle of their own.
 
     Resources (per row of ``rows_per_cycle`` where it says "one"): the ROMs (``rom_bits``, all
     banks), an ``8 * in_features``-bit input latch, ``lanes``
@@ -510,9 +512,10 @@ class MatVec(wiring.Component):
 
     def bank_latency(self, bank):
         """Cycles from the transfer of a ``bank`` vector to its last row (its requantized
-        vector) being valid on ``o``: ``bank_cycles_per_vector + 2`` (``+ REQUANT_CYCLES``
+        vector) being valid on ``o``: ``bank_cycles_per_vector + 4`` (``+ REQUANT_CYCLES``
         with ``requant``)."""
-        return self.bank_cycles_per_vector(bank) + 2 + (REQUANT_CYCLES if self._requant else 0)
+        return (self.bank_cycles_per_vector(bank) + 2 + PRODUCT_STAGES
+                + (REQUANT_CYCLES if self._requant else 0))
 
     @property
     def cycles_per_vector(self):
@@ -522,7 +525,7 @@ class MatVec(wiring.Component):
 
     @property
     def latency(self):
-        """The slowest bank's :meth:`bank_latency`: ``cycles_per_vector + 2`` (``+
+        """The slowest bank's :meth:`bank_latency`: ``cycles_per_vector + 4`` (``+
         REQUANT_CYCLES`` with ``requant``)."""
         return max(self.bank_latency(b) for b in range(self.banks))
 
@@ -650,6 +653,15 @@ class MatVec(wiring.Component):
                          rd_g.addr.eq(gaddr), rd_g.en.eq(issue)]
             with m.If(issue):
                 m.d.sync += next_gaddr.eq(gaddr + group_last)
+        def delayed(value, cycles, name):
+            """``value`` ``cycles`` pipeline steps later (each held while the pipeline stalls)."""
+            for k in range(cycles):
+                reg = Signal(value.shape(), name=f"{name}_p{k}")
+                with m.If(~stall):
+                    m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
         with m.If(~stall):
             m.d.sync += [
                 s1_valid.eq(issue),
@@ -660,13 +672,13 @@ class MatVec(wiring.Component):
                 s1_final.eq(final_word),
                 s1_group_first.eq(group_first),
                 s1_group_last.eq(group_last),
-                s2_valid.eq(s1_valid),
-                s2_first.eq(s1_first),
-                s2_last.eq(s1_last),
-                s2_final.eq(s1_final),
-                s2_group_first.eq(s1_group_first),
-                s2_group_last.eq(s1_group_last),
             ]
+        # Stage 1 is PRODUCT_STAGES + 1 steps: word, products, their sum.
+        for name, s1, s2 in (("valid", s1_valid, s2_valid), ("first", s1_first, s2_first),
+                             ("last", s1_last, s2_last), ("final", s1_final, s2_final),
+                             ("group_first", s1_group_first, s2_group_first),
+                             ("group_last", s1_group_last, s2_group_last)):
+            m.d.comb += s2.eq(delayed(s1, PRODUCT_STAGES + 1, f"s1_{name}"))
 
         # The requantization ROM's row: the bank's row `row` (with banks, an absolute counter
         # beside `row`, so that `bank` is not needed after the input transfer).
@@ -683,9 +695,7 @@ class MatVec(wiring.Component):
                     m.d.sync += next_qrow.eq(Mux(chunk == last_chunk, qrow + 1, qrow))
                 with m.If(~stall):
                     m.d.sync += s1_qrow.eq(qrow)
-            s2_qrow = Signal.like(s1_qrow)
-            with m.If(~stall):
-                m.d.sync += s2_qrow.eq(s1_qrow)
+            s2_qrow = delayed(s1_qrow, PRODUCT_STAGES + 1, "s1_qrow")
 
         with m.If(start):
             m.d.sync += [x.eq(self.i.payload), busy.eq(1)]
@@ -713,13 +723,16 @@ class MatVec(wiring.Component):
         def word(rd_data, r):
             return rd_data if R == 1 else rd_data[r]
 
+        # The word and the inputs are registered, then the products, then their sum: the ROM
+        # output (a mux over block RAMs spread over the device), the multipliers and the adder
+        # tree take a cycle each.
+        weights = delayed(rd.data, 1, "weights")
+        xs = [delayed(s1_lane_x[lane], 1, f"x{lane}") for lane in range(lanes)]
         s2_dot = []
         for r in range(R):
-            dot = adder_tree([rd.data[r * lanes + lane] * s1_lane_x[lane]
-                              for lane in range(lanes)])
-            s2_dot.append(Signal(dot.shape(), name=f"s2_dot{r}"))
-            with m.If(~stall):
-                m.d.sync += s2_dot[r].eq(dot)
+            products = [delayed(weights[r * lanes + lane] * xs[lane], 1, f"product{r}_{lane}")
+                        for lane in range(lanes)]
+            s2_dot.append(delayed(adder_tree(products), 1, f"s2_dot{r}"))
 
         totals = []
         for r in range(R):
@@ -728,8 +741,8 @@ class MatVec(wiring.Component):
             totals.append(total)
             if grouped:
                 s2_group_mult = Signal(signed(16), name=f"s2_group_mult{r}")
-                with m.If(~stall):
-                    m.d.sync += s2_group_mult.eq(word(rd_g.data, r))
+                m.d.comb += s2_group_mult.eq(
+                    delayed(word(rd_g.data, r), PRODUCT_STAGES + 1, f"group_mult{r}"))
                 group_acc = Signal(signed(self._group_acc_bits), name=f"group_acc{r}")
                 group_total = Signal(signed(self._group_acc_bits), name=f"group_total{r}")
                 m.d.comb += [

@@ -159,14 +159,14 @@ def test_timing_with_streams_always_ready(rows, cols, lanes):
     chunks = -(-cols // lanes)
     assert dut.chunks == chunks
     assert dut.cycles_per_vector == rows * chunks
-    assert dut.latency == rows * chunks + 2
+    assert dut.latency == rows * chunks + 4
     # Throughput: a new vector every cycles_per_vector cycles, no bubble between vectors.
     assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == [dut.cycles_per_vector] * 3
     assert [b - a for a, b in zip(outs, outs[1:], strict=False)] == [chunks] * (len(outs) - 1)
     # Latency: input transfer to the last row of that vector (always-ready consumer takes it
     # in the first cycle it is valid).
     assert [outs[(k + 1) * rows - 1] - ins[k] for k in range(4)] == [dut.latency] * 4
-    assert outs[0] - ins[0] == chunks + 2
+    assert outs[0] - ins[0] == chunks + 4
 
 
 def test_stall_does_not_lose_rows():
@@ -405,7 +405,7 @@ def test_timing_formats(bits, group_size, lanes, requant):
     sizes = [min(g, cols - k) for k in range(0, cols, g)]
     chunks = sum(-(-s // lanes) for s in sizes)
     assert dut.cycles_per_vector == rows * chunks
-    assert dut.latency == rows * chunks + 2 + (REQUANT_CYCLES if requant else 0)
+    assert dut.latency == rows * chunks + 4 + (REQUANT_CYCLES if requant else 0)
     assert [b - a for a, b in zip(ins, ins[1:], strict=False)] == [dut.cycles_per_vector] * 3
     if requant:
         assert [o - i for i, o in zip(ins, outs, strict=True)] == [dut.latency] * 4

@@ -174,3 +174,29 @@ def test_flash_weights_need_the_serial_engine_and_the_icebreaker(tmp_path, capsy
     code = main(["fpga", "kjv-micro", "--board", "ulx3s-85f", "--engine", "serial",
                  "--weight-store", "flash", "--out", str(tmp_path / "b")])
     assert code == 2 and "built for the iCEBreaker" in capsys.readouterr().err
+
+
+# scripts/unit_fmax.py: one unit of the minimal decoder through the harness, placed and routed
+# on its own (~20 s): a real Fmax and the unit's logic, not the harness's alone.
+@pytest.mark.fpga
+def test_unit_fmax_script_routes_one_unit(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+    qm = quantize(random_loaded(5, **MINIMAL), weights="int8")
+    save_native(qm, tmp_path / "minimal.hwq")
+    script = Path(__file__).parents[2] / "scripts" / "unit_fmax.py"
+    unit_fmax = runpy.run_path(str(script))
+    out = tmp_path / "units"
+    assert unit_fmax["main"]([str(tmp_path / "minimal.hwq"), "--lanes", "1", "--vector-lanes",
+                              "1", "--units", "add1,norm1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["unit"]: row for row in report["units"]}
+    assert set(rows) == {"add1", "norm1"}
+    for row in rows.values():
+        assert row["exit"] == 0 and row["fmax_mhz"] > 0 and row["critical_path"]
+    # The norm has a multiplier chain and ROMs, the residual add only adders: more logic.
+    assert rows["norm1"]["lut4"] > rows["add1"]["lut4"] > 0
+    assert "add1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        unit_fmax["main"]([str(tmp_path / "minimal.hwq"), "--units", "nope"])
+    assert exc.value.code == 2 and "no unit nope" in capsys.readouterr().err

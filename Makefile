@@ -6,17 +6,20 @@ STAMP    := $(VENV)/.installed
 PEERS    := $(VENV)/.installed-peers
 BOARD    ?= ulx3s-85f
 LANES    ?= 16
-# Lanes of make fpga: kjv's one MAC array at 64 lanes routes on the ULX3S 85F with nextpnr seed 2
-# (seed 1's router2 did not converge in 249 iterations), 23.4 MHz post-route (docs/fpga.md).
+# Lanes of make fpga: kjv's one MAC array at 64 lanes routes on the ULX3S 85F with nextpnr seed 2,
+# 30.5 MHz post-route (docs/fpga.md); another netlist may need another seed.
 FPGA_LANES ?= 64
 FPGA_SEED  ?= 2
 # Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep the
-# multipliers within the ECP5's DSP blocks (kjv at 64 lanes: 50 of 156) for more cycles (5,263
-# per token at position 0 instead of 4,511 at 4 lanes, which takes 98 DSPs and 85 % of the LUTs).
+# multipliers within the ECP5's DSP blocks (kjv at 64 lanes: 34 of 156) for more cycles (5,374
+# per token at position 0 instead of 4,622 at 4 lanes, which took 98 DSPs and 85 % of the LUTs).
 VECTOR_LANES ?= 2
-# Design clock of make fpga (a PLL from the 25 MHz oscillator: 15.625 MHz). kjv routed at
-# this setting reaches 23.4 MHz post-route (docs/fpga.md); the margin covers other seeds.
-FPGA_MHZ ?= 16
+# Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting
+# reaches 30.5 MHz post-route (docs/fpga.md); the margin covers other seeds.
+FPGA_MHZ ?= 20
+# UART of make fpga: 1 Mbaud divides 20 MHz exactly and carries 33,333 tokens/s (115,200 would
+# carry 3,840, fewer than the design makes); talk to it with `hardwire chat --baud 1000000`.
+FPGA_BAUD ?= 1000000
 MODEL    ?= kjv
 OUT      ?= build/verilog
 JOBS     ?= 2
@@ -26,7 +29,7 @@ JOBS     ?= 2
 
 help:  ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
-	@echo "  variables: MODEL=$(MODEL) LANES=$(LANES) VECTOR_LANES=$(VECTOR_LANES) FPGA_LANES=$(FPGA_LANES) FPGA_SEED=$(FPGA_SEED) FPGA_MHZ=$(FPGA_MHZ) (fpga) BOARD=$(BOARD) OUT=$(OUT) JOBS=$(JOBS)"
+	@echo "  variables: MODEL=$(MODEL) LANES=$(LANES) VECTOR_LANES=$(VECTOR_LANES) FPGA_LANES=$(FPGA_LANES) FPGA_SEED=$(FPGA_SEED) FPGA_MHZ=$(FPGA_MHZ) FPGA_BAUD=$(FPGA_BAUD) (fpga) BOARD=$(BOARD) OUT=$(OUT) JOBS=$(JOBS)"
 
 # Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -77,7 +80,7 @@ bench: $(PEERS)  ## engines, lanes, llama.cpp, tool scaling, quality, fpga -> be
 ifeq ($(BOARD),icebreaker)
 FPGA_BUILD = kjv-micro --engine serial --weights int8 --weight-store flash
 else
-FPGA_BUILD = $(MODEL) --lanes $(FPGA_LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ) --seed $(FPGA_SEED)
+FPGA_BUILD = $(MODEL) --lanes $(FPGA_LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ) --baud $(FPGA_BAUD) --seed $(FPGA_SEED)
 endif
 
 fpga: setup  ## place-and-route $(MODEL) for $(BOARD) into build/fpga/$(BOARD) (BOARD=icebreaker: kjv-micro, serial, flash)

@@ -252,7 +252,7 @@ class Attention(wiring.Component):
         last_c = c == C - 1
         last_t = t == p
 
-        # Pipeline registers: score pass stages B-D (s1..s3), weighted pass stages B-E (w1..w4),
+        # Pipeline registers: score pass stages B-E (s1..s4), weighted pass stages B-E (w1..w4),
         # each a (valid, t, c, ...) tuple that moves one stage a cycle. Every stage is one short
         # register-to-register step: the clock was lost in the long ones (docs/fpga.md).
         def stages(prefix, count, **extra):

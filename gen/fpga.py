@@ -153,7 +153,9 @@ def parse_fmax(log):
     return float(achieved), float(constraint)
 
 
-def _critical_path(log):
+def critical_path(log):
+    """``{"from", "to"}``: the ends of the last critical path report of a nextpnr log, or
+    ``None``."""
     at = log.rfind("Critical path report for clock")
     if at < 0:
         return None
@@ -325,6 +327,28 @@ def _flash_report(top, decoder, mhz, out):
             "load_ms": round(top.loader.cycles / (mhz * 1e3), 1)}
 
 
+def place_and_route(top, board, build_dir, *, seed=1, router="router2", extra_opts=(),
+                    progress=None):
+    """Synthesize, place and route the elaboratable ``top`` for ``board``'s platform in
+    ``build_dir`` (emptied first) with this module's yosys scripts and nextpnr ``seed`` and
+    ``router`` (timing failures allowed). Returns ``(platform, exit code, seconds, path of the
+    flow log, text of nextpnr's log)``; the log text is empty when nextpnr never ran."""
+    platform = _without_debug_verilog(type(board.make_platform()))()
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    plan = platform.prepare(
+        top, name=NAME, synth_opts=SYNTH_OPTS[board.family],
+        script_after_read=SCRIPT_AFTER_READ[board.family],
+        script_after_synth=AFTER_SYNTH[board.family],
+        nextpnr_opts=[*extra_opts, "--timing-allow-fail", "--seed", str(seed),
+                      "--router", router])
+    plan.extract(build_dir)
+    tools = {k: v for k, v in fpga_tools(board.family).items() if not k.endswith("pll")}
+    code, seconds, log = _run_flow(build_dir, tools, progress)
+    tim = build_dir / f"{NAME}.tim"
+    return platform, code, seconds, log, tim.read_text(errors="replace") if tim.is_file() else ""
+
+
 def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
                 router="router2", progress=None):
     """Synthesize, place and route the board top of ``decoder`` (compiled with ``manifest``) for
@@ -351,22 +375,11 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
     actual = board.osc_mhz if pll is None else pll.mhz
     divisor = uart_divisor(actual, baud)
     top = BoardTop(decoder=decoder, divisor=divisor, model_id=model_id(manifest))
-    platform = _without_debug_verilog(type(board.make_platform()))()
     build_dir = out / "build"
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    plan = platform.prepare(
-        BoardSystem(top=top, board=board, pll=pll), name=NAME,
-        synth_opts=SYNTH_OPTS[board.family], script_after_read=SCRIPT_AFTER_READ[board.family],
-        script_after_synth=AFTER_SYNTH[board.family],
-        nextpnr_opts=["--report", f"{NAME}-report.json", "--timing-allow-fail",
-                      "--seed", str(seed), "--router", router])
-    plan.extract(build_dir)
     started_wall = time.time()
-    code, seconds, log = _run_flow(build_dir, {k: v for k, v in tools.items()
-                                               if not k.endswith("pll")}, progress)
-    nextpnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") \
-        if (build_dir / f"{NAME}.tim").is_file() else ""
+    platform, code, seconds, log, nextpnr_log = place_and_route(
+        BoardSystem(top=top, board=board, pll=pll), board, build_dir, seed=seed, router=router,
+        extra_opts=["--report", f"{NAME}-report.json"], progress=progress)
     util = parse_utilisation(nextpnr_log)
     resources = _resources(board, util)
     unplaced = placement_failure(nextpnr_log, resources) if code != 0 else None
@@ -395,7 +408,7 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
         "clock": {"requested_mhz": mhz, "mhz": actual, "pll": pll is not None,
                   "fmax_mhz": fmax[0] if fmax else None,
                   "met": bool(fmax and fmax[0] >= actual),
-                  "critical_path": _critical_path(nextpnr_log) if fits else None},
+                  "critical_path": critical_path(nextpnr_log) if fits else None},
         "uart": {"baud": baud, "divisor": divisor,
                  "actual_baud": round(actual * 1e6 / divisor, 1)},
         "cycles_per_token": cycles,

@@ -211,7 +211,8 @@ class Attention(wiring.Component):
     def cycles(self, position):
         """Clock edges from the input transfer to the output's ``valid`` at ``position``:
         ``2 S + drain + (n_heads - 1) (S + max(S + drain, post)) + post + 1`` with
-        ``S = (position + 1) C``, ``drain`` = :attr:`score_drain`, ``post`` = :attr:`post_cycles`."""
+        ``S = (position + 1) C``, ``drain`` = :attr:`score_drain` and ``post`` =
+        :attr:`post_cycles`."""
         position = check_int("position", position, 0, self._context - 1)
         S = (position + 1) * self.chunks
         drain, post = self.score_drain, self.post_cycles
@@ -265,8 +266,8 @@ class Attention(wiring.Component):
         (w1_valid, w1_t, w1_c, w1_g, w1_h, w1_last), (w2_valid, w2_t, *_), \
             (w3_valid, _, w3_c, w3_g, *_), (w4_valid, w4_t, w4_c, _, w4_h, w4_last) = w_stages
         for pipe in (s_stages, w_stages):
-            for src, dst in zip(pipe, pipe[1:]):
-                m.d.sync += [b.eq(a) for a, b in zip(src, dst)]
+            for src, dst in zip(pipe, pipe[1:], strict=False):
+                m.d.sync += [b.eq(a) for a, b in zip(src, dst, strict=True)]
         m.d.sync += [s1_valid.eq(0), w1_valid.eq(0)]
         w3_zero, w3_shift = Signal(), Signal(range(EXP_SHIFT_CAP))
 

@@ -54,7 +54,7 @@ class UnitHarness(wiring.Component):
         m.submodules.unit = unit = self._unit
 
         inputs, outputs = [], []
-        for path, member, value in unit.signature.flatten(unit):
+        for _, member, value in unit.signature.flatten(unit):
             (inputs if member.flow == wiring.In else outputs).append(Value.cast(value))
         width = sum(len(v) for v in inputs)
         chain = Signal(max(width, 1))
@@ -90,24 +90,14 @@ def units_of(decoder):
 
 
 def build_unit(name, unit, out_dir, board, seed):
-    platform = fpga._without_debug_verilog(type(board.make_platform()))()
-    build_dir = out_dir / name
-    plan = platform.prepare(
-        UnitHarness(unit), name=fpga.NAME, synth_opts=fpga.SYNTH_OPTS[board.family],
-        script_after_read=fpga.SCRIPT_AFTER_READ[board.family],
-        script_after_synth=fpga.AFTER_SYNTH[board.family],
-        nextpnr_opts=["--timing-allow-fail", "--seed", str(seed), "--router", "router2"])
-    plan.extract(build_dir)
-    tools = {k: v for k, v in fpga.fpga_tools(board.family).items() if not k.endswith("pll")}
-    code, seconds, log = fpga._run_flow(build_dir, tools)
-    tim = build_dir / f"{fpga.NAME}.tim"
-    text = tim.read_text(errors="replace") if tim.is_file() else ""
+    _, code, seconds, _, text = fpga.place_and_route(UnitHarness(unit), board, out_dir / name,
+                                                     seed=seed)
     fmax = fpga.parse_fmax(text)
     util = fpga.parse_utilisation(text)
     return {"unit": name, "exit": code, "seconds": round(seconds, 1),
             "fmax_mhz": fmax[0] if fmax else None,
             "lut4": util.get("TRELLIS_COMB", (None,))[0], "dsp": util.get("MULT18X18D", (None,))[0],
-            "critical_path": fpga._critical_path(text)}
+            "critical_path": fpga.critical_path(text)}
 
 
 def main(argv=None):

@@ -186,9 +186,8 @@ class BoardTop(wiring.Component):
             with m.State("DISPATCH"), m.Switch(opcode):
                 with m.Case(OP_START), m.If(~dec.busy & weights_ready):
                     # Only pulse start when idle: start would abort a generation.
-                    m.d.comb += dec.start.eq(1)
                     m.d.sync += [max_new.eq(arg), link_error.eq(0)]
-                    m.next = "STATUS"
+                    m.next = "START"
                 with m.Case(OP_MAX_NEW):
                     m.d.sync += max_new.eq(arg)
                     m.next = "STATUS"
@@ -196,6 +195,11 @@ class BoardTop(wiring.Component):
                     m.next = "OFFER"
                 with m.Default():
                     m.next = "STATUS"
+            with m.State("START"):
+                # Its own state, so `start` (the reset of every decoder register, and the
+                # abort of its handshakes) comes from the state register, not from the opcode.
+                m.d.comb += dec.start.eq(1)
+                m.next = "STATUS"
             with m.State("OFFER"):
                 # Weights not yet checked: wait; bad weights: drop the token.
                 m.d.comb += dec.i.valid.eq(weights_ready & ~weights_error)

@@ -132,7 +132,10 @@ class MatVec(wiring.Component):
     Backpressure on ``o`` stalls the whole pipeline (nothing lost or repeated); ``o.valid`` and
     ``o.payload`` come from registers, and so does ``i.ready`` (it never looks at ``o.ready``,
     so a client may feed ``o`` back to ``i`` through other units, as the decoder does). A
-    vector taken while ``o`` stalls the pipeline starts once it moves.
+    vector taken while ``o`` stalls the pipeline starts once it moves. With ``requant`` a
+    finished vector that ``o`` cannot take waits in the collection register and the pipeline
+    stops at the next row, so the stall, which enables every pipeline register, comes from
+    flip-flops alone (``o.ready`` reaches only the output register).
 
     Timing (both streams always ready)
     ----------------------------------
@@ -621,9 +624,13 @@ class MatVec(wiring.Component):
         # The whole pipeline stops when its last stage holds a result `o` cannot take.
         stall = Signal()
         if requant:
+            # From registers only: `held` (below) is a finished vector `o` has not taken, in the
+            # collection register, which the next row would overwrite. `o.ready` stays out of
+            # this net, which enables every register of the pipeline.
             s4_valid = Signal()
             s4_final = Signal()
-            m.d.comb += stall.eq(s4_valid & s4_final & self.o.valid & ~self.o.ready)
+            held = Signal()
+            m.d.comb += stall.eq(s4_valid & held)
         else:
             m.d.comb += stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready)
         # `x` is last read as its final word is addressed (stage 1 gets the inputs in a
@@ -798,9 +805,18 @@ class MatVec(wiring.Component):
             ys.append(y)
         collect = Signal(data.ArrayLayout(signed(out_bits), self._out))
         shifted = [collect[k + R] for k in range(self._out - R)] + ys
+        # A finished vector goes to `o` if it is free (or leaves in this cycle); otherwise it
+        # stays `held` in `collect` and moves to `o` in the cycle `o` frees, so the output's
+        # timing is what it would be had the final row waited in stage 4.
+        o_free = ~self.o.valid | self.o.ready
         with m.If(s4_valid & ~stall):
             m.d.sync += [collect[k].eq(v) for k, v in enumerate(shifted)]
             with m.If(s4_final):
-                m.d.sync += [self.o.payload[k].eq(v) for k, v in enumerate(shifted)]
-                m.d.sync += self.o.valid.eq(1)
+                with m.If(o_free):
+                    m.d.sync += [self.o.payload[k].eq(v) for k, v in enumerate(shifted)]
+                    m.d.sync += self.o.valid.eq(1)
+                with m.Else():
+                    m.d.sync += held.eq(1)
+        with m.If(held & o_free):
+            m.d.sync += [self.o.payload.eq(collect), self.o.valid.eq(1), held.eq(0)]
         return m

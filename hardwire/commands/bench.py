@@ -58,6 +58,10 @@ def add_arguments(parser):
                         help="--vector-lanes of the fpga builds (default 2, as make fpga)")
     parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
                         help="design clock of the fpga builds (default: the board's oscillator)")
+    parser.add_argument("--fpga-seed", type=int, default=2, metavar="N",
+                        help="nextpnr seed of the fpga builds (default 2, as make fpga)")
+    parser.add_argument("--fpga-baud", type=int, default=1_000_000, metavar="BAUD",
+                        help="UART baud rate of the fpga builds (default 1000000, as make fpga)")
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="where designs and builds go (default: a temporary folder)")
     parser.add_argument("--cache", default=None, metavar="DIR",
@@ -120,19 +124,19 @@ def _peers(model, prompts, args, work):
 def _fpga(args, work):
     from ..benchmarks.fpga import fpga_sweep
     from ..gen.boards import board_named
-    from .fpga import DEFAULT_BAUD, compile_and_build
+    from .fpga import compile_and_build
 
     board = board_named(args.fpga_board)
 
     def build(lanes, out):
-        # Exactly `hardwire fpga MODEL --board B --lanes N --vector-lanes V [--clock C]`, the
-        # rest default.
+        # Exactly `hardwire fpga MODEL --board B --lanes N --vector-lanes V --seed S --baud U
+        # [--clock C]`, the rest default.
         options = argparse.Namespace(
             model=args.model, tokenizer=args.tokenizer, config=None, weights=None,
             group_size=None, lanes=lanes, vector_lanes=args.fpga_vector_lanes, context=None,
             rom_style=None, engine=None, weight_store=None, matrix_rows=args.fpga_matrix_rows,
             clock=args.fpga_clock,
-            baud=DEFAULT_BAUD, seed=1,
+            baud=args.fpga_baud, seed=args.fpga_seed,
             router="router2",
             debug=args.debug)
         return compile_and_build(options, board, out)

@@ -47,7 +47,8 @@ CANNED = {4: _report(4, 20_000, 61.3, 40_000), 8: _report(8, 30_000, 52.8, 20_00
 
 def _fake_build(calls):
     def build(args, board, out):
-        calls.append((args.lanes, args.matrix_rows, args.clock, board.name, out.name))
+        calls.append((args.lanes, args.matrix_rows, args.clock, board.name, out.name, args.seed,
+                      args.baud))
         if args.lanes == 32:
             raise ToolchainError("the FPGA flow for ulx3s-85f failed (exit 1); end of log:\nboom")
         return CANNED[args.lanes]
@@ -67,7 +68,8 @@ def _record(tmp_path, monkeypatch, lanes="4,8,16,32", extra=()):
 
 def test_fpga_section_records_each_lane_count(tmp_path, monkeypatch, capsys):
     record, calls, path = _record(tmp_path, monkeypatch)
-    assert calls == [(n, 1, 25.0, "ulx3s-85f", f"fpga-{n}") for n in (4, 8, 16, 32)]
+    assert calls == [(n, 1, 25.0, "ulx3s-85f", f"fpga-{n}", 2, 1_000_000)   # as make fpga
+                     for n in (4, 8, 16, 32)]
     section = record["fpga"]
     assert section["board"] == "ulx3s-85f" and section["clock_mhz"] == 25.0
     assert section["device"] == "LFE5U-85F-CABGA381"
@@ -162,11 +164,13 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
                  "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     [path] = out.glob("*.json")
     four, too_many = json.loads(path.read_text())["fpga"]["points"]
-    assert seen == [(4, "int8", None, fpga_command.DEFAULT_BAUD, 1, "router2", "fpga-4")]
+    assert seen == [(4, "int8", None, 1_000_000, 2, "router2", "fpga-4")]
     assert four["fits"] and four["cycles_per_token"]["pos0"] > 0
     assert too_many["lanes"] == 999 and "lanes must be an integer from 1 to" in too_many["error"]
 
 
 def test_fpga_section_builds_with_matrix_rows(tmp_path, monkeypatch):
-    _, calls, _ = _record(tmp_path, monkeypatch, lanes="4,8", extra=("--fpga-matrix-rows", "2"))
-    assert calls == [(n, 2, 25.0, "ulx3s-85f", f"fpga-{n}") for n in (4, 8)]
+    _, calls, _ = _record(tmp_path, monkeypatch, lanes="4,8",
+                          extra=("--fpga-matrix-rows", "2", "--fpga-seed", "5",
+                                 "--fpga-baud", "115200"))
+    assert calls == [(n, 2, 25.0, "ulx3s-85f", f"fpga-{n}", 5, 115200) for n in (4, 8)]

@@ -11,8 +11,9 @@ LANES    ?= 16
 FPGA_LANES ?= 64
 FPGA_SEED  ?= 2
 # Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep the
-# multipliers within the ECP5's DSP blocks (kjv at 64 lanes: 34 of 156) for more cycles (5,374
-# per token at position 0 instead of 4,622 at 4 lanes, which took 98 DSPs and 85 % of the LUTs).
+# multipliers within the ECP5's DSP blocks (kjv at 64 lanes: 34 of 156) for more cycles (5,126
+# per token at position 0 instead of 4,502 at 4 lanes, which took 98 DSPs and 85 % of the LUTs
+# before the units were pipelined). The residual adds, without multipliers, take FPGA_LANES.
 VECTOR_LANES ?= 2
 # Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting
 # reaches 30.5 MHz post-route (docs/fpga.md); the margin covers other seeds.

@@ -52,9 +52,10 @@ class HardwareConfig:
     matrix shares, and of the attention unit, and elements per cycle of the others, clipped
     per unit to what it can use (:func:`unit_lanes`);
     ``vector_lanes``: elements per cycle of the element-wise units (RMSNorm, RoPE, SwiGLU,
-    residual add, embedding, argmax, the attention's output stage) when they should have fewer
-    than ``lanes`` (``None``: the same as ``lanes``). They take a few percent of the cycles but
-    most of the multipliers, so fewer lanes there cost little time and much area;
+    embedding, argmax, the attention's output stage) when they should have fewer than ``lanes``
+    (``None``: the same as ``lanes``). They take a few percent of the cycles but most of the
+    multipliers, so fewer lanes there cost little time and much area. The residual adds, which
+    have no multiplier, always take ``lanes``;
     ``matrix_rows``: rows the matrix unit works on at once (``matrix_rows * lanes``
     multipliers), for matrices with fewer inputs than the lanes would use; ``context``:
     KV cache depth, ``None`` for the quantized model's own ``context`` (it may be smaller, never
@@ -209,7 +210,8 @@ def decoder_params(qm, config):
                           "s_att": int(layer.s_att), "lanes": unit_lanes(lanes, spec.head_dim),
                           "out_lanes": unit_lanes(vlanes, spec.head_dim)},
             "wo": _linear(f"layers.{i}.wo", (layer.wo,), lanes),
-            "residual": {"lanes": unit_lanes(vlanes, spec.dim)},
+            # No multiplier: the residual adds take `lanes`, whatever `vector_lanes` says.
+            "residual": {"lanes": unit_lanes(lanes, spec.dim)},
             "ffn_norm": _norm(layer.ffn_norm, vlanes),
             "w13": _linear(f"layers.{i}.w1|w3", (layer.w1, layer.w3), lanes),
             "swiglu": {"silu_table": _ints(layer.silu), "M": int(layer.M_h), "s": int(layer.s_h),

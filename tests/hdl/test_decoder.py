@@ -342,6 +342,8 @@ def test_three_layers_fewer_vector_lanes():
     assert layer["attention"]["out_lanes"] == 1
     assert {params["norm"]["lanes"], params["embed"]["lanes"], params["argmax"]["lanes"],
             params["layers"][0]["swiglu"]["lanes"], params["layers"][0]["rope"]["lanes"]} == {1}
+    # The residual adds have no multiplier: they keep the matrices' lanes.
+    assert layer["residual"]["lanes"] == 4
     dut = Decoder(params=params)
     assert dut.n_layers == 3
     r = run(dut, [([3, 11], 4)])[0]

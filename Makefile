@@ -7,7 +7,7 @@ PEERS    := $(VENV)/.installed-peers
 BOARD    ?= ulx3s-85f
 LANES    ?= 16
 # Lanes of make fpga: kjv's one MAC array at 64 lanes routes on the ULX3S 85F with nextpnr seed 2,
-# 30.5 MHz post-route (docs/fpga.md); another netlist may need another seed.
+# 34.2 MHz post-route (docs/fpga.md); another netlist may need another seed.
 FPGA_LANES ?= 64
 FPGA_SEED  ?= 2
 # Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep the
@@ -16,7 +16,7 @@ FPGA_SEED  ?= 2
 # before the units were pipelined). The residual adds, without multipliers, take FPGA_LANES.
 VECTOR_LANES ?= 2
 # Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting
-# reaches 30.5 MHz post-route (docs/fpga.md); the margin covers other seeds.
+# reaches 34.2 MHz post-route (docs/fpga.md); the margin covers other seeds.
 FPGA_MHZ ?= 20
 # UART of make fpga: 1 Mbaud divides 20 MHz exactly and carries 33,333 tokens/s (115,200 would
 # carry 3,840, fewer than the design makes); talk to it with `hardwire chat --baud 1000000`.

@@ -621,7 +621,7 @@ class MatVec(wiring.Component):
         s2_group_first = Signal()
         s2_group_last = Signal()
 
-        # The whole pipeline stops when its last stage holds a result `o` cannot take.
+        # The whole pipeline stops when its last stage holds a result that cannot move on.
         stall = Signal()
         if requant:
             # From registers only: `held` (below) is a finished vector `o` has not taken, in the

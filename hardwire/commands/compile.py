@@ -31,8 +31,8 @@ def add_compile_arguments(parser):
                              f"{DEFAULT_LANES})")
     parser.add_argument("--vector-lanes", type=int, default=None, metavar="N",
                         help="elements per cycle of the element-wise units (norms, RoPE, "
-                             "SwiGLU, residual add, embedding, argmax, attention output; "
-                             "default: --lanes): fewer "
+                             "SwiGLU, embedding, argmax, attention output; default: --lanes; "
+                             "the residual adds keep --lanes): fewer "
                              "cost a few cycles and save most of the multipliers")
     parser.add_argument("--matrix-rows", type=int, default=None, metavar="R",
                         help="rows of the MAC array (default 1): every matrix product works on "

@@ -60,11 +60,13 @@ class Embedding(VectorUnit):
     Timing
     ------
     ``slots = ceil(d / lanes)`` (per-row), ``ceil(n_groups / groups_per_cycle) *
-    ceil(G / lanes_per_group)`` (grouped). ``latency = cycles_per_vector = slots + 2`` clock edges
+    ceil(G / lanes_per_group)`` (grouped). ``latency = cycles_per_vector = slots + 4`` clock edges
     from the input transfer to the output transfer (``o`` always ready), and between input
-    transfers; a bad id takes 1.
+    transfers; a bad id takes 1. The ROM read, a register of the word, the products and the
+    rounded results each have a cycle of their own: a block RAM's output goes only into a
+    register (it was the critical path of the 64-lane ULX3S build when it fed the multipliers).
     """
-    EXTRA_CYCLES = 2
+    EXTRA_CYCLES = 4
 
     def __init__(self, *, table, M, s, lanes, group_mult=None, group_size=None):
         rows = self._check_table(table)
@@ -187,11 +189,12 @@ class Embedding(VectorUnit):
         plan = self._plan
         bad = Signal()
         m.d.comb += bad.eq(self.i.payload >= self._vocab)
-        # RUN: cycles 0..slots-1 read word `count`; cycles 1..slots scale slot `count - 1`.
-        seq = Sequencer(m, self.i, self.o, plan.slots + 1, skip=bad)
+        # RUN: cycles 0..slots-1 read word `count`; 1..slots register it; 2..slots+1 multiply
+        # slot `count - 2`; 3..slots+2 round and saturate slot `count - 3` into the result.
+        seq = Sequencer(m, self.i, self.o, plan.slots + 3, skip=bad)
         issue, finish = Signal(), Signal()
         m.d.comb += [issue.eq(seq.running & (seq.count < plan.slots)),
-                     finish.eq(seq.running & (seq.count > 0))]
+                     finish.eq(seq.running & (seq.count > 2))]
 
         token = Signal(unsigned(self._id_bits))
         with m.If(seq.start):
@@ -206,14 +209,21 @@ class Embedding(VectorUnit):
         scale = scale_rom.read_port()
         m.d.comb += [scale.addr.eq(token), scale.en.eq(issue)]
 
+        # The block RAMs' outputs go straight into registers placed beside them.
+        entry = Signal(self._word, name="entry")
+        gain = Signal.like(scale.data, name="gain")
+        m.d.sync += [entry.eq(word.data), gain.eq(scale.data)]
+        shift_minus_one = Signal(6)
+        m.d.sync += shift_minus_one.eq((gain.s - 1)[:6])
         results = []
         for lane in range(plan.lanes):
             if self._grouped:
-                w = word.data.w[lane]
-                product = w * word.data.g[lane // plan.per_segment] * scale.data.M
+                value = entry.w[lane] * entry.g[lane // plan.per_segment] * gain.M
             else:
-                product = word.data[lane] * scale.data.M
-            results.append(saturate(rshift_round_var(product, (scale.data.s - 1)[:6]), 16))
+                value = entry[lane] * gain.M
+            product = Signal(value.shape(), name=f"product{lane}")
+            m.d.sync += product.eq(value)
+            results.append(saturate(rshift_round_var(product, shift_minus_one), 16))
         out = collect_slots(m, plan, signed(16), results, name="x", shift=finish,
                             clear=seq.start & bad)
         for s in range(plan.slots):

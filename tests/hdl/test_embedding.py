@@ -154,13 +154,13 @@ def test_timing_and_roms():
     rng = np.random.default_rng(0)
     table, Ms, ss, gm = make_table(rng, 4, 61, "ternary", 16)
     dut = elaborate(make(table, Ms, ss, gm, 16, 5))
-    assert dut.latency == dut.cycles_per_vector == 4 * 4 + 2      # 4 groups x ceil(16 / 5)
+    assert dut.latency == dut.cycles_per_vector == 4 * 4 + 4      # 4 groups x ceil(16 / 5)
     assert dut.rom.depth == 4 * 16 and dut.weight_bits == 2
     word = dut.rom.init[2 * 16 + 13]                               # token 2, group 3, chunk 1
     assert [int(w) for w in word["w"]] == table[2, 53:58].tolist()
     assert [int(x) for x in word["g"]] == [gm[2, 3]]
     dut = elaborate(make(table, Ms, ss, None, None, 61))
-    assert dut.latency == 3 and dut.i.payload.shape().width == 2
+    assert dut.latency == 5 and dut.i.payload.shape().width == 2
 
 
 @pytest.mark.parametrize("kwargs,exc,msg", [

@@ -25,7 +25,9 @@ __all__ = ["Board", "BOARDS", "board_named", "PLL", "plan_pll", "BoardSystem"]
 class Board:
     """A board: ``platform`` (an ``amaranth_boards`` class name in ``module``), its oscillator in
     MHz, the PLL kind (``"ecp5"``, ``"ice40"``), the clock range the PLL can make, and the
-    resources reported, as ``(label, nextpnr cell type)``; the bitstream file suffix."""
+    resources reported, as ``(label, nextpnr cell type)``; the bitstream file suffix; the ECP5's
+    MULT18X18D blocks, which the build shares out among the multipliers
+    (:mod:`hardwire.gen.dsp_allocation`; ``None``: yosys maps them all, as on the iCE40)."""
     name: str
     module: str
     platform: str
@@ -35,6 +37,7 @@ class Board:
     resources: tuple
     bitstream: str
     leds: int
+    dsp_blocks: int | None = None
 
     def make_platform(self):
         import importlib
@@ -48,7 +51,7 @@ BOARDS = {
         resources=(("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"),
                    ("block RAM (18 kbit)", "DP16KD"), ("distributed RAM", "TRELLIS_RAMW"),
                    ("DSP (18x18)", "MULT18X18D")),
-        bitstream="bit", leds=8),
+        bitstream="bit", leds=8, dsp_blocks=156),
     "icebreaker": Board(
         name="icebreaker", module="amaranth_boards.icebreaker", platform="ICEBreakerPlatform",
         family="ice40", osc_mhz=12.0, clock_range=(16.0, 275.0),

@@ -31,10 +31,11 @@ from ..hdl.weight_loader import FLASH_OFFSET
 from ..toolchain import yowasp_program
 from .boards import BoardSystem, plan_pll
 from .compile import WEIGHTS_IMAGE
+from .dsp_allocation import allocate, mapping_script
 
 __all__ = ["NAME", "FPGA_TOOLS", "fpga_tools", "uart_divisor", "model_id", "build_board",
            "parse_utilisation", "parse_fmax", "placement_failure", "flow_stage", "summarize",
-           "program_weights_command"]
+           "program_weights_command", "prepare_flow", "place_and_route"]
 
 NAME = "hardwire_board"
 FRAME_BITS = 30            # one reply frame: 3 bytes of 10 bits on the line
@@ -53,22 +54,17 @@ _FAMILY_TOOLS = {"ecp5": ("yosys", "nextpnr-ecp5", "ecppack", "ecppll"),
 # On the UP5K the multipliers go into its eight SB_MAC16 and a single-port memory (the serial
 # engine's KV cache) into SPRAM, which yosys infers only when asked.
 SYNTH_OPTS = {"ecp5": ["-nodsp", "-run", "begin:map_luts"], "ice40": ["-dsp", "-spram"]}
-# synth_ecp5 puts every multiplier into MULT18X18D blocks until there are far more than the
-# device has (kjv at 16 lanes: 492 of 156); nextpnr then cannot place the design. Multipliers
-# with an operand narrower than 9 bits (the int8 weight and activation products) are cheap in
-# LUTs, so only the wide ones (requantization, RMSNorm scaling, softmax reciprocal) get DSPs:
-# synth_ecp5's own mapping with DSP_*_MINWIDTH raised from 2 to 9, before synth_ecp5 -nodsp.
-DSP_MIN_WIDTH = 9
-SCRIPT_AFTER_READ = {"ecp5": """
+# Which multipliers go into MULT18X18D blocks is decided per design (gen/dsp_allocation.py):
+# this line of the ECP5 script is replaced by the chosen mapping.
+DSP_MAPPING = "# hardwire: DSP mapping"
+SCRIPT_AFTER_READ = {"ecp5": f"""
     proc
     flatten
     opt_expr
     opt_clean
     wreduce t:$mul
-    techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_NAME=$__MUL18X18 {}
-    chtype -set $mul t:$__soft_mul
-""".format(" ".join(f"-D DSP_{ab}_{what}WIDTH={n}" for ab in "AB"
-                    for what, n in (("MAX", 18), ("MIN", DSP_MIN_WIDTH)))), "ice40": ""}
+    {DSP_MAPPING}
+""", "ice40": ""}
 AFTER_SYNTH = {"ecp5": f"""
     techmap -map +/lattice/latches_map.v
     abc -lut 4 -dress
@@ -327,12 +323,12 @@ def _flash_report(top, decoder, mhz, out):
             "load_ms": round(top.loader.cycles / (mhz * 1e3), 1)}
 
 
-def place_and_route(top, board, build_dir, *, seed=1, router="router2", extra_opts=(),
-                    progress=None):
-    """Synthesize, place and route the elaboratable ``top`` for ``board``'s platform in
+def prepare_flow(top, board, build_dir, *, seed=1, router="router2", extra_opts=()):
+    """Write Amaranth's build tree for the elaboratable ``top`` on ``board``'s platform into
     ``build_dir`` (emptied first) with this module's yosys scripts and nextpnr ``seed`` and
-    ``router`` (timing failures allowed). Returns ``(platform, exit code, seconds, path of the
-    flow log, text of nextpnr's log)``; the log text is empty when nextpnr never ran."""
+    ``router`` (timing failures allowed). On a board with ``dsp_blocks`` the multipliers that
+    go into them are chosen here (:func:`~hardwire.gen.dsp_allocation.allocate`) and the
+    synthesis script maps them so. Returns ``(platform, tools, DSP choice or None)``."""
     platform = _without_debug_verilog(type(board.make_platform()))()
     if build_dir.exists():
         shutil.rmtree(build_dir)
@@ -344,9 +340,29 @@ def place_and_route(top, board, build_dir, *, seed=1, router="router2", extra_op
                       "--router", router])
     plan.extract(build_dir)
     tools = {k: v for k, v in fpga_tools(board.family).items() if not k.endswith("pll")}
+    dsp = None
+    if board.dsp_blocks is not None:
+        dsp = allocate(build_dir, f"{NAME}.il", tools["yosys"], board.dsp_blocks)
+        script = build_dir / f"{NAME}.ys"
+        text = script.read_text()
+        if DSP_MAPPING not in text:
+            raise ToolchainError(f"{script} lacks the line {DSP_MAPPING!r} to replace")
+        script.write_text(text.replace(
+            DSP_MAPPING, mapping_script(dsp["groups"]).replace("\n", "\n    ")))
+    return platform, tools, dsp
+
+
+def place_and_route(top, board, build_dir, *, seed=1, router="router2", extra_opts=(),
+                    progress=None):
+    """Synthesize, place and route ``top`` as :func:`prepare_flow` sets it up. Returns
+    ``(platform, exit code, seconds, path of the flow log, text of nextpnr's log, DSP choice or
+    None)``; the log text is empty when nextpnr never ran."""
+    platform, tools, dsp = prepare_flow(top, board, build_dir, seed=seed, router=router,
+                                        extra_opts=extra_opts)
     code, seconds, log = _run_flow(build_dir, tools, progress)
     tim = build_dir / f"{NAME}.tim"
-    return platform, code, seconds, log, tim.read_text(errors="replace") if tim.is_file() else ""
+    return (platform, code, seconds, log, tim.read_text(errors="replace") if tim.is_file() else "",
+            dsp)
 
 
 def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
@@ -377,7 +393,7 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
     top = BoardTop(decoder=decoder, divisor=divisor, model_id=model_id(manifest))
     build_dir = out / "build"
     started_wall = time.time()
-    platform, code, seconds, log, nextpnr_log = place_and_route(
+    platform, code, seconds, log, nextpnr_log, dsp = place_and_route(
         BoardSystem(top=top, board=board, pll=pll), board, build_dir, seed=seed, router=router,
         extra_opts=["--report", f"{NAME}-report.json"], progress=progress)
     util = parse_utilisation(nextpnr_log)
@@ -405,6 +421,7 @@ def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
         "fits": fits,
         "resources": resources,
         "placement": unplaced,
+        "dsp_mapping": dsp,
         "clock": {"requested_mhz": mhz, "mhz": actual, "pll": pll is not None,
                   "fmax_mhz": fmax[0] if fmax else None,
                   "met": bool(fmax and fmax[0] >= actual),

@@ -737,8 +737,13 @@ class MatVec(wiring.Component):
         xs = [delayed(s1_lane_x[lane], 1, f"x{lane}") for lane in range(lanes)]
         s2_dot = []
         for r in range(R):
-            products = [delayed(weights[r * lanes + lane] * xs[lane], 1, f"product{r}_{lane}")
-                        for lane in range(lanes)]
+            products = []
+            for lane in range(lanes):
+                # Named so that the FPGA build can put one row's multipliers into DSP blocks
+                # (gen/dsp_allocation.py selects the cells driving `mac_row{r}_lane*`).
+                mac = Signal(signed(self._bits + 8), name=f"mac_row{r}_lane{lane}")
+                m.d.comb += mac.eq(weights[r * lanes + lane] * xs[lane])
+                products.append(delayed(mac, 1, f"product{r}_{lane}"))
             s2_dot.append(delayed(adder_tree(products), 1, f"s2_dot{r}"))
 
         totals = []

@@ -90,7 +90,7 @@ def units_of(decoder):
 
 
 def build_unit(name, unit, out_dir, board, seed):
-    _, code, seconds, _, text = fpga.place_and_route(UnitHarness(unit), board, out_dir / name,
+    _, code, seconds, _, text, _ = fpga.place_and_route(UnitHarness(unit), board, out_dir / name,
                                                      seed=seed)
     fmax = fpga.parse_fmax(text)
     util = fpga.parse_utilisation(text)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..gen.dsp_allocation import describe
 from .common import console
 from .compile import add_compile_arguments, compile_from_args
 
@@ -103,6 +104,8 @@ def run(args):
     out = Path(args.out or f"build/fpga/{board.name}")
     report = compile_and_build(args, board, out)
     console.print(_table(report))
+    if report.get("dsp_mapping"):
+        console.print(describe(report["dsp_mapping"]))
     if not report["fits"]:
         over = ", ".join(f"{r['resource']} by {r['over']:,} ({r['used']:,} of "
                          f"{r['available']:,})" for r in report["resources"] if r["over"])

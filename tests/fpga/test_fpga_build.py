@@ -121,6 +121,11 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert rows["TRELLIS_COMB"]["available"] == 83640 and rows["DP16KD"]["available"] == 208
     assert 0 < rows["TRELLIS_FF"]["used"] < rows["TRELLIS_FF"]["available"]
     assert all(r["over"] == 0 for r in rows.values())
+    # The DSP blocks hold every multiplier, and exactly as many as the count predicted.
+    dsp = report["dsp_mapping"]
+    assert dsp["groups"] == ["mac_row0", "units"]
+    assert dsp["available"] == rows["MULT18X18D"]["available"] == 156
+    assert dsp["blocks"] == rows["MULT18X18D"]["used"] == sum(dsp["counts"].values())
     fmax = report["clock"]["fmax_mhz"]
     assert fmax > 0 and report["clock"]["mhz"] == 25.0
     assert report["clock"]["met"] == (fmax >= 25.0)
@@ -135,7 +140,8 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert sum(work.values()) == cycles
     assert f"matrix products {work['matrices']:,} (" in report["limits"][0]
     assert f"element-wise units {work['vector']:,} (" in report["limits"][0]
-    assert "fits" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fits" in err and f"({dsp['blocks']} of 156); every multiplier has one" in err
 
 
 # Issue #6: the bundled micro model fits the iCEBreaker, int8 on the serial engine with its

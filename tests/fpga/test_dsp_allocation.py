@@ -1,0 +1,97 @@
+"""Which multipliers an ECP5 build puts into DSP blocks (gen/dsp_allocation.py): the sharing
+rule, and on a real board design that yosys' synthesis maps exactly the blocks the count
+predicted."""
+
+import dataclasses
+import re
+import subprocess
+
+import pytest
+from quant_helpers import random_loaded
+
+from hardwire.errors import ToolchainError
+from hardwire.gen import fpga
+from hardwire.gen.boards import BoardSystem, board_named
+from hardwire.gen.compile import CompileOptions, compile_model
+from hardwire.gen.dsp_allocation import (
+    choose,
+    describe,
+    groups_of,
+    mapping_script,
+    parse_counts,
+    selection,
+)
+from hardwire.gen.quantize import quantize
+from hardwire.hdl.board_top import BoardTop
+
+GROUPS = ["mac_row0", "mac_row1", "units"]
+COUNTS = {"mac_row0": 64, "mac_row1": 64, "units": 48, "wide": 35}
+
+
+@pytest.mark.parametrize("available,taken,blocks", [
+    (211, GROUPS, 211), (210, ["mac_row0", "mac_row1"], 163), (162, ["mac_row0", "units"], 147),
+    (147, ["mac_row0", "units"], 147), (146, ["mac_row0"], 99), (98, ["units"], 83),
+    (82, [], 35), (10, [], 35)])
+def test_groups_get_blocks_in_order_while_they_fit(available, taken, blocks):
+    assert choose(COUNTS, GROUPS, available) == (taken, blocks)
+
+
+def test_groups_and_counts_come_from_the_design_and_yosys():
+    rtlil = "wire width 10 \\mac_row1_lane3\nwire width 10 \\mac_row0_lane0\n"
+    assert groups_of(rtlil) == GROUPS and groups_of("wire \\x\n") == ["units"]
+    assert parse_counts("64 objects.\n128 objects.\n176 objects.\n211 objects.\n",
+                        GROUPS) == COUNTS
+    with pytest.raises(ToolchainError, match="unexpected"):
+        parse_counts("64 objects.\n", GROUPS)
+    with pytest.raises(ValueError, match="unknown multiplier group"):
+        selection("mac")
+
+
+def test_mapping_scripts():
+    lines = mapping_script(["mac_row1", "units"]).splitlines()
+    # The chosen groups first (mul2dsp renames what it skips), then the wide ones.
+    assert lines[0].endswith("w:*mac_row1_lane* %ci1 t:$mul %i")
+    assert lines[1].endswith("a:src=*matvec.py:* %d")
+    assert all("DSP_A_MINWIDTH=2" in line for line in lines[:2])
+    assert lines[2].endswith("DSP_B_MINWIDTH=9") and lines[3] == "chtype -set $mul t:$__soft_mul"
+    assert len(mapping_script([]).splitlines()) == 2
+    assert describe({"groups": ["mac_row0", "units"], "blocks": 147, "available": 156,
+                     "counts": COUNTS}) == (
+        "DSP blocks: the wide multipliers, 1 of the MAC array's 2 rows of products, the other "
+        "units' narrow multipliers (147 of 156)")
+    assert describe({"groups": GROUPS, "blocks": 211, "available": 256, "counts": COUNTS}) == (
+        "DSP blocks: the wide multipliers, the MAC array's products, the other units' narrow "
+        "multipliers (211 of 256); every multiplier has one")
+
+
+def _yosys_blocks(build_dir, tools):
+    proc = subprocess.run([tools["yosys"], "-q", "-s", f"{fpga.NAME}.ys", "-p",
+                           "tee -o blocks.txt select -count t:MULT18X18D"],
+                          cwd=build_dir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return int(re.match(r"(\d+) objects", (build_dir / "blocks.txt").read_text()).group(1))
+
+
+# ~1 min of one core: yosys synthesizes a small board design twice (no place and route).
+@pytest.mark.fpga
+def test_synthesis_maps_the_predicted_blocks(tmp_path):
+    qm = quantize(random_loaded(3, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8,
+                                ffn_dim=16, vocab_size=8, max_seq_len=4), weights="int8")
+    options = CompileOptions(lanes=4, matrix_rows=2, vector_lanes=1)
+    decoder, manifest = compile_model(qm, options, tmp_path / "rtl", source_hash="abc")
+    board = board_named("ulx3s-85f")
+    top = BoardSystem(top=BoardTop(decoder=decoder, divisor=217,
+                                   model_id=fpga.model_id(manifest)), board=board, pll=None)
+    _, tools, dsp = fpga.prepare_flow(top, board, tmp_path / "all")
+    counts = dsp["counts"]
+    # Two rows of 4 products in the MAC array; the other units' narrow ones and the wide ones.
+    assert list(counts) == ["mac_row0", "mac_row1", "units", "wide"]
+    assert counts["mac_row0"] == counts["mac_row1"] == 4 and counts["units"] > 4
+    assert dsp["groups"] == ["mac_row0", "mac_row1", "units"]
+    assert dsp["blocks"] == sum(counts.values()) == _yosys_blocks(tmp_path / "all", tools)
+    # Room for one row and a bit: the second row's products and the units' go to LUTs.
+    room = counts["wide"] + counts["mac_row0"] + counts["mac_row1"] - 1
+    _, tools, dsp = fpga.prepare_flow(top, dataclasses.replace(board, dsp_blocks=room),
+                                      tmp_path / "row")
+    assert dsp["groups"] == ["mac_row0"]
+    assert dsp["blocks"] == counts["wide"] + 4 == _yosys_blocks(tmp_path / "row", tools)

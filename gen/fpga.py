@@ -15,6 +15,7 @@ A design that does not fit has no bitstream; its report gives, per resource, how
 or (``placement``) that nextpnr could not place it with every count within the device.
 """
 
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -366,19 +367,29 @@ def place_and_route(top, board, build_dir, *, seed=1, router="router2", extra_op
 
 
 def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed=1,
-                router="router2", progress=None):
+                router="router2", dsp_blocks=None, progress=None):
     """Synthesize, place and route the board top of ``decoder`` (compiled with ``manifest``) for
     ``board`` at ``clock_mhz`` (``None``: the board's oscillator) with a UART at ``baud``, routed
     by nextpnr's ``router`` (``"router1"`` or ``"router2"``) with placement seed ``seed``, and
-    write the bitstream and ``report.json`` into ``out_dir``. ``progress(stage, seconds)``, when
+    write the bitstream and ``report.json`` into ``out_dir``. ``dsp_blocks`` caps the DSP blocks
+    shared out among the multipliers (ECP5; ``None``: all the device has, 0: the wide ones
+    only, which always get theirs). ``progress(stage, seconds)``, when
     given, is called every two seconds while the tools run. Returns the report dict
     (``report["fits"]``, ``report["clock"]["met"]``).
 
     Raises :class:`ToolchainError` with the end of the log when a tool fails for another reason
     than the design not fitting, :class:`ConfigError` for a clock or baud rate the board cannot
-    make.
+    make or a ``dsp_blocks`` it cannot take.
     """
     from ..hdl.board_top import BoardTop
+
+    if dsp_blocks is not None:
+        if board.dsp_blocks is None:
+            raise ConfigError(f"--dsp-blocks applies to ECP5 boards; yosys maps every multiplier "
+                              f"of a {board.name} build into its DSPs")
+        if not isinstance(dsp_blocks, int) or dsp_blocks < 0:
+            raise ConfigError(f"--dsp-blocks must be a whole number >= 0, not {dsp_blocks!r}")
+        board = dataclasses.replace(board, dsp_blocks=min(dsp_blocks, board.dsp_blocks))
 
     if manifest["config"].get("weight_store") == "flash" and board.family != "ice40":
         raise ConfigError(f"weights from SPI flash are built for the iCEBreaker; the "

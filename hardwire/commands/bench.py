@@ -52,8 +52,8 @@ def add_arguments(parser):
                         help="board of the fpga section (default ulx3s-85f)")
     parser.add_argument("--fpga-lanes", default="16,32,64", metavar="LIST",
                         help="lane counts built for the board (default 16,32,64)")
-    parser.add_argument("--fpga-matrix-rows", type=int, default=1, metavar="R",
-                        help="--matrix-rows of the fpga builds (default 1)")
+    parser.add_argument("--fpga-matrix-rows", type=int, default=2, metavar="R",
+                        help="--matrix-rows of the fpga builds (default 2, as make fpga)")
     parser.add_argument("--fpga-vector-lanes", type=int, default=2, metavar="N",
                         help="--vector-lanes of the fpga builds (default 2, as make fpga)")
     parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
@@ -137,7 +137,7 @@ def _fpga(args, work):
             rom_style=None, engine=None, weight_store=None, matrix_rows=args.fpga_matrix_rows,
             clock=args.fpga_clock,
             baud=args.fpga_baud, seed=args.fpga_seed,
-            router="router2",
+            router="router2", dsp_blocks=None,
             debug=args.debug)
         return compile_and_build(options, board, out)
 

@@ -43,6 +43,10 @@ def add_arguments(parser):
     parser.add_argument("--router", choices=("router1", "router2"), default="router2",
                         help="nextpnr router (default router2, which finishes congested designs "
                              "such as the bundled model at 16 lanes that router1 does not)")
+    parser.add_argument("--dsp-blocks", type=int, default=None, metavar="N",
+                        help="most DSP blocks to share out among the multipliers (ECP5; default: "
+                             "all the device has; the wide ones always get theirs, 0 keeps only "
+                             "them): fewer move multipliers into LUTs")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default build/fpga/BOARD)")
 
@@ -80,8 +84,8 @@ def _speed_table(report):
 def compile_and_build(args, board, out):
     """Compile the model as the compile options of ``args`` say (those of ``hardwire compile``)
     into ``out/rtl`` and build it for ``board`` into ``out`` at ``args.clock`` MHz (``None``: the
-    oscillator) with its UART at ``args.baud``, nextpnr seed ``args.seed`` and router
-    ``args.router``.
+    oscillator) with its UART at ``args.baud``, nextpnr seed ``args.seed``, router
+    ``args.router`` and at most ``args.dsp_blocks`` DSP blocks.
 
     Returns :func:`~hardwire.gen.fpga.build_board`'s report; raises what it raises (and
     :class:`~hardwire.errors.ConfigError` for compile options the model cannot take)."""
@@ -94,7 +98,8 @@ def compile_and_build(args, board, out):
         def progress(stage, seconds):
             status.update(f"{title}: {stage} ({seconds / 60:.0f} min)")
         return build_board(decoder, manifest, board, clock_mhz=args.clock, baud=args.baud,
-                           out_dir=out, seed=args.seed, router=args.router, progress=progress)
+                           out_dir=out, seed=args.seed, router=args.router,
+                           dsp_blocks=args.dsp_blocks, progress=progress)
 
 
 def run(args):

@@ -68,7 +68,7 @@ def _record(tmp_path, monkeypatch, lanes="4,8,16,32", extra=()):
 
 def test_fpga_section_records_each_lane_count(tmp_path, monkeypatch, capsys):
     record, calls, path = _record(tmp_path, monkeypatch)
-    assert calls == [(n, 1, 25.0, "ulx3s-85f", f"fpga-{n}", 2, 1_000_000)   # as make fpga
+    assert calls == [(n, 2, 25.0, "ulx3s-85f", f"fpga-{n}", 2, 1_000_000)   # as make fpga
                      for n in (4, 8, 16, 32)]
     section = record["fpga"]
     assert section["board"] == "ulx3s-85f" and section["clock_mhz"] == 25.0
@@ -151,7 +151,8 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
     seen = []
 
     def build_board(decoder, manifest, board, *, clock_mhz, baud, out_dir, seed, router,
-                    progress):
+                    dsp_blocks, progress):
+        assert dsp_blocks is None
         lanes = manifest["config"]["lanes"]
         seen.append((lanes, manifest["config"]["weights"], clock_mhz, baud, seed, router,
                      out_dir.name))
@@ -171,6 +172,6 @@ def test_fpga_section_compiles_as_hardwire_fpga(tmp_path, monkeypatch):
 
 def test_fpga_section_builds_with_matrix_rows(tmp_path, monkeypatch):
     _, calls, _ = _record(tmp_path, monkeypatch, lanes="4,8",
-                          extra=("--fpga-matrix-rows", "2", "--fpga-seed", "5",
+                          extra=("--fpga-matrix-rows", "3", "--fpga-seed", "5",
                                  "--fpga-baud", "115200"))
-    assert calls == [(n, 2, 25.0, "ulx3s-85f", f"fpga-{n}", 5, 115200) for n in (4, 8)]
+    assert calls == [(n, 3, 25.0, "ulx3s-85f", f"fpga-{n}", 5, 115200) for n in (4, 8)]

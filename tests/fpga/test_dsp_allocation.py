@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from quant_helpers import random_loaded
 
+from hardwire.cli import main
 from hardwire.errors import ToolchainError
 from hardwire.gen import fpga
 from hardwire.gen.boards import BoardSystem, board_named
@@ -95,3 +96,39 @@ def test_synthesis_maps_the_predicted_blocks(tmp_path):
                                       tmp_path / "row")
     assert dsp["groups"] == ["mac_row0"]
     assert dsp["blocks"] == counts["wide"] + 4 == _yosys_blocks(tmp_path / "row", tools)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_dsp_blocks_caps_what_is_shared_out(tmp_path, monkeypatch):
+    qm = quantize(random_loaded(3, dim=8, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=8,
+                                ffn_dim=8, vocab_size=8, max_seq_len=4), weights="int8")
+    decoder, manifest = compile_model(qm, CompileOptions(lanes=1), tmp_path / "rtl",
+                                      source_hash="abc")
+    seen = []
+
+    def place_and_route(system, board, build_dir, **kwargs):
+        seen.append(board.dsp_blocks)
+        # Never elaborated here: keep Amaranth from warning about it when it is collected.
+        for elaboratable in (system, system._top):
+            elaboratable._MustUse__silence = True
+        raise _Stop
+
+    monkeypatch.setattr(fpga, "place_and_route", place_and_route)
+    board = board_named("ulx3s-85f")
+    for cap, blocks in ((40, 40), (0, 0), (1000, 156), (None, 156)):
+        with pytest.raises(_Stop):
+            fpga.build_board(decoder, manifest, board, clock_mhz=None, baud=115200,
+                             out_dir=tmp_path / "out", dsp_blocks=cap)
+        assert seen.pop() == blocks
+
+
+def test_dsp_blocks_errors(tmp_path, capsys):
+    assert main(["fpga", "kjv-micro", "--board", "ulx3s-85f", "--dsp-blocks", "-1",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--dsp-blocks must be a whole number >= 0, not -1" in capsys.readouterr().err
+    assert main(["fpga", "kjv-micro", "--board", "icebreaker", "--engine", "serial",
+                 "--dsp-blocks", "4", "--out", str(tmp_path / "b")]) == 2
+    assert "--dsp-blocks applies to ECP5 boards" in capsys.readouterr().err

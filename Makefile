@@ -6,20 +6,22 @@ STAMP    := $(VENV)/.installed
 PEERS    := $(VENV)/.installed-peers
 BOARD    ?= ulx3s-85f
 LANES    ?= 16
-# Lanes of make fpga: kjv's one MAC array at 64 lanes routes on the ULX3S 85F with nextpnr seed 2,
-# 34.2 MHz post-route (docs/fpga.md); another netlist may need another seed.
+# Lanes of make fpga: kjv's one MAC array at 64 lanes x 2 rows routes on the ULX3S 85F with
+# nextpnr seed 2, 34.3 MHz post-route (docs/fpga.md); another netlist may need another seed.
 FPGA_LANES ?= 64
+FPGA_MATRIX_ROWS ?= 2
 FPGA_SEED  ?= 2
-# Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep the
-# multipliers within the ECP5's DSP blocks (kjv at 64 lanes: 34 of 156) for more cycles (5,126
-# per token at position 0 instead of 4,502 at 4 lanes, which took 98 DSPs and 85 % of the LUTs
-# before the units were pipelined). The residual adds, without multipliers, take FPGA_LANES.
+# Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep their
+# multipliers few (3,561 cycles per token at position 0 at 64 lanes x 2 rows; 4 lanes would
+# give 2,937 but their products would no longer fit the DSP blocks beside the MAC array's).
+# The residual adds, without multipliers, take FPGA_LANES.
 VECTOR_LANES ?= 2
 # Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting
-# reaches 34.2 MHz post-route (docs/fpga.md); the margin covers other seeds.
+# reaches 34.3 MHz post-route (docs/fpga.md); the margin covers other seeds.
 FPGA_MHZ ?= 20
 # UART of make fpga: 1 Mbaud divides 20 MHz exactly and carries 33,333 tokens/s (115,200 would
-# carry 3,840, fewer than the design makes); talk to it with `hardwire chat --baud 1000000`.
+# carry 3,840, fewer than the design makes); talk to it with `hardwire chat kjv --lanes 64 --matrix-rows 2
+# --vector-lanes 2 --baud 1000000 --port DEVICE`.
 FPGA_BAUD ?= 1000000
 MODEL    ?= kjv
 OUT      ?= build/verilog
@@ -30,7 +32,7 @@ JOBS     ?= 2
 
 help:  ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n",$$1,$$2}'
-	@echo "  variables: MODEL=$(MODEL) LANES=$(LANES) VECTOR_LANES=$(VECTOR_LANES) FPGA_LANES=$(FPGA_LANES) FPGA_SEED=$(FPGA_SEED) FPGA_MHZ=$(FPGA_MHZ) FPGA_BAUD=$(FPGA_BAUD) (fpga) BOARD=$(BOARD) OUT=$(OUT) JOBS=$(JOBS)"
+	@echo "  variables: MODEL=$(MODEL) LANES=$(LANES) VECTOR_LANES=$(VECTOR_LANES) FPGA_LANES=$(FPGA_LANES) FPGA_MATRIX_ROWS=$(FPGA_MATRIX_ROWS) FPGA_SEED=$(FPGA_SEED) FPGA_MHZ=$(FPGA_MHZ) FPGA_BAUD=$(FPGA_BAUD) (fpga) BOARD=$(BOARD) OUT=$(OUT) JOBS=$(JOBS)"
 
 # Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -81,7 +83,7 @@ bench: $(PEERS)  ## engines, lanes, llama.cpp, tool scaling, quality, fpga -> be
 ifeq ($(BOARD),icebreaker)
 FPGA_BUILD = kjv-micro --engine serial --weights int8 --weight-store flash
 else
-FPGA_BUILD = $(MODEL) --lanes $(FPGA_LANES) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ) --baud $(FPGA_BAUD) --seed $(FPGA_SEED)
+FPGA_BUILD = $(MODEL) --lanes $(FPGA_LANES) --matrix-rows $(FPGA_MATRIX_ROWS) --vector-lanes $(VECTOR_LANES) --clock $(FPGA_MHZ) --baud $(FPGA_BAUD) --seed $(FPGA_SEED)
 endif
 
 fpga: setup  ## place-and-route $(MODEL) for $(BOARD) into build/fpga/$(BOARD) (BOARD=icebreaker: kjv-micro, serial, flash)

@@ -13,7 +13,7 @@ FPGA_MATRIX_ROWS ?= 2
 FPGA_SEED  ?= 2
 # Element-wise units (norms, RoPE, SwiGLU, attention output) of FPGA builds: 2 lanes keep their
 # multipliers few (3,561 cycles per token at position 0 at 64 lanes x 2 rows; 4 lanes would
-# give 2,937 but their products would no longer fit the DSP blocks beside the MAC array's).
+# give 2,937, with about twice the units' multipliers: not built).
 # The residual adds, without multipliers, take FPGA_LANES.
 VECTOR_LANES ?= 2
 # Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting

@@ -93,9 +93,6 @@ def choose(counts, groups, available):
     return taken, used
 
 
-_WORDS = {"units": "the other units' narrow multipliers"}
-
-
 def describe(choice):
     """One line for a terminal: what went into the DSP blocks and how many they are."""
     taken = ["the wide multipliers"]
@@ -104,7 +101,8 @@ def describe(choice):
     if rows:
         taken.append("the MAC array's products" if rows == all_rows else
                      f"{len(rows)} of the MAC array's {len(all_rows)} rows of products")
-    taken += [_WORDS[g] for g in choice["groups"] if g in _WORDS]
+    if "units" in choice["groups"]:
+        taken.append("the other units' narrow multipliers")
     soft = [g for g in choice["counts"] if g != "wide" and g not in choice["groups"]]
     tail = "; every multiplier has one" if not soft else ""
     return (f"DSP blocks: {', '.join(taken)} ({choice['blocks']} of "

@@ -1,6 +1,6 @@
 """RMSNorm: int16 residual vector in, int8 normalized vector out, with a reciprocal-sqrt table."""
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
@@ -64,9 +64,9 @@ class RMSNorm(VectorUnit):
         Latched on transfer.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), d)))``
     bank : ``In(range(banks))``, only when ``banks > 1``
-        The bank whose ``G``, ``S`` and ``eps_int`` the vector uses; held stable from the input
-        transfer until the output transfer: read from the input-transfer cycle until the result is
-        offered, not latched (so while a result waits, ``bank`` may already be the next vector's).
+        The bank whose ``G``, ``S`` and ``eps_int`` the vector uses: read in the cycle after the
+        input transfer (the first of the sum of squares) and held inside until the result is
+        offered; its value in any other cycle does not matter.
 
     Timing
     ------
@@ -165,13 +165,22 @@ class RMSNorm(VectorUnit):
         xs = slot_registers(m, plan, signed(16), lambda p: self.i.payload[p[1]], name="x",
                             load=seq.start, shift=summing | scaling, rotate=True)
 
-        bank = self.bank if self._banks > 1 else None
+        # `bank` is read in the first summing cycle, the one after the input transfer, and held:
+        # a client whose bank changes at the edge it hands the vector over (the decoder's layer
+        # index as the layer output loops back) sets it in time.
+        first = Signal()
+        m.d.comb += first.eq(summing & (seq.count == 0))
+        bank = None
+        if self._banks > 1:
+            bank = Signal(range(self._banks), name="bank_held")
+            with m.If(first):
+                m.d.sync += bank.eq(self.bank)
+        eps = bank_select(m, None if bank is None else self.bank, self._epss, unsigned(40),
+                          name="eps")
         u = Signal(unsigned(self.sum_bits))
-        with m.If(seq.start):
-            m.d.sync += u.eq(bank_select(m, bank, self._epss, unsigned(40), name="eps"))
-        with m.Elif(summing):
-            m.d.sync += u.eq(u + adder_tree(xs[0][lane] * xs[0][lane]
-                                            for lane in range(plan.lanes)))
+        with m.If(summing):
+            m.d.sync += u.eq(Mux(first, eps, u) + adder_tree(xs[0][lane] * xs[0][lane]
+                                                             for lane in range(plan.lanes)))
 
         # e + 8 (>= 0, even): bit_length(u) - 2, rounded up to even. u >= eps_int >= 1.
         length = Signal(range(self.sum_bits + 1))

@@ -129,6 +129,24 @@ def test_banks(banks, d, lanes, same_shift, pauses):
         assert dut.latency == 2 * -(-d // lanes) + 5
 
 
+@pytest.mark.parametrize("pauses", [(0.0, 0.0), (0.4, 0.4)])
+def test_bank_read_in_the_cycle_after_the_input(pauses):
+    # The decoder's layer index changes at the edge where the layer output loops back into the
+    # norm: the bank must count only in the cycle after the transfer (any other bank around it).
+    banks, d, lanes = 3, 6, 2
+    rng = np.random.default_rng(7)
+    gain = rng.integers(-2**15, 2**15, banks * d).tolist()
+    shift, eps = [3, 9, -4], [11, 2**39, 5000]
+    dut = RMSNorm(gain=gain, shift=shift, eps_int=eps, rsqrt_table=TABLE, lanes=lanes,
+                  banks=banks)
+    order = [b % banks for b in ORDER]
+    vectors = realistic(rng, d, len(order))
+    got, _, _ = run_unit(dut, vectors.tolist(), banks=order, bank_after_input=True,
+                         pauses=pauses, seed=3)
+    for v, b, out in zip(vectors, order, got, strict=True):
+        assert out == g.rmsnorm(v, gain[b * d:(b + 1) * d], shift[b], eps[b], TABLE).tolist()
+
+
 def test_banks_roms_and_properties():
     dut = elaborate(RMSNorm(gain=list(range(10)), shift=[3, -2], eps_int=7, rsqrt_table=TABLE,
                             lanes=3, banks=2))

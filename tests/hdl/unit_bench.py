@@ -24,11 +24,14 @@ def elaborate(dut):
     return dut
 
 
-def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list, banks=None):
+def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list, banks=None,
+             bank_after_input=False):
     """Push ``payloads`` through ``dut.i``, read as many results from ``dut.o``.
 
     With ``banks`` (one bank per payload), ``dut.bank`` is ``banks[k]`` from when result
-    ``k - 1`` is offered (the earliest vector ``k`` can be taken) until result ``k`` has left.
+    ``k - 1`` is offered (the earliest vector ``k`` can be taken) until result ``k`` has left;
+    with ``bank_after_input`` only in the cycle after vector ``k``'s input transfer, and another
+    bank in every other cycle.
 
     Returns ``(results, in_cycles, out_cycles)``: ``convert``-ed outputs and the cycle of every
     transfer on ``i`` and ``o`` (one time base), so tests can check latency and throughput.
@@ -60,6 +63,17 @@ def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list, banks
             left += bool(valid and ready)
             ctx.set(dut.bank, banks[min(left + ctx.get(dut.o.valid), len(banks) - 1)])
 
+    async def bank_after_input_driver(ctx):
+        taken, n = 0, dut.banks
+        ctx.set(dut.bank, (banks[0] + 1) % n)
+        while taken < len(banks):
+            _, _, valid, ready = await ctx.tick().sample(dut.i.valid, dut.i.ready)
+            if valid and ready:
+                ctx.set(dut.bank, banks[taken])
+                taken += 1
+            else:
+                ctx.set(dut.bank, (banks[min(taken, len(banks) - 1)] + 1) % n)
+
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_process(monitor_in)
@@ -67,6 +81,6 @@ def run_unit(dut, payloads, *, pauses=(0.0, 0.0), seed=0, convert=to_list, banks
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     if banks is not None:
-        sim.add_testbench(bank_driver)
+        sim.add_testbench(bank_after_input_driver if bank_after_input else bank_driver)
     sim.run()
     return results, [c for c, _ in ins], [c for c, _ in outs]

@@ -9,8 +9,10 @@ the build counts the blocks of each group of multipliers and shares them out:
   larger) always get blocks;
 - then, in this order, each group whole if it still fits: every row of the MAC array's products
   (:class:`~hardwire.hdl.matvec.MatVec`, ``lanes`` multipliers a row, the cells driving its
-  ``mac_row{r}_lane{l}`` signals), then the narrow multipliers of the other **units**
-  (attention, RoPE, SwiGLU, the embedding: an operand under 9 bits, not in ``matvec.py``).
+  ``mac_row{r}_lane{l}`` signals), then the narrow multipliers (an operand under 9 bits) of
+  each of :data:`UNIT_GROUPS` in turn (by the source file of the cell), then those of any other
+  **units** (not in ``matvec.py``). A unit at a time, so that one which does not fit leaves
+  its blocks to the next rather than the whole lot going to LUTs.
 
 A group that does not fit stays in LUTs and the next one is tried. The count runs yosys' front
 end and ``mul2dsp`` alone on the design's RTLIL, a few seconds; the synthesis script then maps
@@ -22,26 +24,39 @@ import subprocess
 
 from ..errors import ToolchainError
 
-__all__ = ["groups_of", "selection", "mapping_script", "count_script", "parse_counts", "choose",
-           "describe", "allocate"]
+__all__ = ["UNIT_GROUPS", "groups_of", "selection", "mapping_script", "count_script",
+           "parse_counts", "choose", "describe", "allocate"]
 
 _TECHMAP = "techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_NAME=$__MUL18X18"
 _NARROW = "t:$mul r:A_WIDTH<9 r:B_WIDTH<9 %u %i"
 COUNTS_FILE = "dsp_counts.txt"
 _ROW = re.compile(r"mac_row(\d+)_lane")
 
+#: The units (``hdl/<name>.py``) whose narrow multipliers are offered blocks one unit at a time,
+#: after the MAC array's rows: the attention's products (``q·k``, ``p·v``; the most LUTs a
+#: block saves), RoPE's, SwiGLU's and the embedding's.
+UNIT_GROUPS = ("attention", "rope", "swiglu", "embedding")
+
+
+def _source(unit):
+    return f"a:src=*/{unit}.py:*"
+
 
 def groups_of(rtlil_text):
     """The narrow groups of a design, in the order they are offered blocks: ``mac_row0``, …
-    (one per row of the MAC array that the RTLIL names), then ``units``."""
+    (one per row of the MAC array that the RTLIL names), the :data:`UNIT_GROUPS` whose source
+    file the RTLIL names, then ``units`` (the rest)."""
     rows = sorted({int(n) for n in _ROW.findall(rtlil_text)})
-    return [f"mac_row{r}" for r in rows] + ["units"]
+    units = [u for u in UNIT_GROUPS if f"/{u}.py:" in rtlil_text]
+    return [f"mac_row{r}" for r in rows] + units + ["units"]
 
 
 def selection(group):
     """The yosys selection of ``group``'s multipliers."""
+    if group in UNIT_GROUPS:
+        return f"{_NARROW} {_source(group)} %i"
     if group == "units":
-        return f"{_NARROW} a:src=*matvec.py:* %d"
+        return " ".join([_NARROW, *(f"{_source(u)} %d" for u in ("matvec", *UNIT_GROUPS))])
     row = re.fullmatch(r"mac_row(\d+)", group)
     if row is None:
         raise ValueError(f"unknown multiplier group {group!r}")
@@ -94,17 +109,21 @@ def choose(counts, groups, available):
 
 
 def describe(choice):
-    """One line for a terminal: what went into the DSP blocks and how many they are."""
+    """One line for a terminal: what went into the DSP blocks, how many they are, and which
+    groups that have multipliers stayed in LUTs."""
     taken = ["the wide multipliers"]
     rows = [g for g in choice["groups"] if g.startswith("mac_row")]
     all_rows = [g for g in choice["counts"] if g.startswith("mac_row")]
     if rows:
         taken.append("the MAC array's products" if rows == all_rows else
                      f"{len(rows)} of the MAC array's {len(all_rows)} rows of products")
-    if "units" in choice["groups"]:
-        taken.append("the other units' narrow multipliers")
-    soft = [g for g in choice["counts"] if g != "wide" and g not in choice["groups"]]
-    tail = "; every multiplier has one" if not soft else ""
+    units = [g if g != "units" else "the other units" for g in choice["groups"]
+             if not g.startswith("mac_row") and choice["counts"][g]]
+    if units:
+        taken.append(f"the narrow multipliers of {', '.join(units)}")
+    soft = [g for g, n in choice["counts"].items()
+            if g != "wide" and n and g not in choice["groups"]]
+    tail = f"; in LUTs: {', '.join(soft)}" if soft else "; every multiplier has one"
     return (f"DSP blocks: {', '.join(taken)} ({choice['blocks']} of "
             f"{choice['available']}){tail}")
 

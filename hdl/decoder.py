@@ -6,7 +6,15 @@ from amaranth.lib import wiring
 from .argmax import Argmax
 from .embedding import Embedding
 from .generation import GenerationLoop, decoder_signature, token_bits
-from .layer import DecoderLayer, layer_matrices, matvec_result, requant_matvec, stack_matrices
+from .layer import (
+    DecoderLayer,
+    layer_matrices,
+    layer_norms,
+    matvec_result,
+    requant_matvec,
+    stack_matrices,
+    stack_norms,
+)
 from .rmsnorm import RMSNorm
 
 __all__ = ["Decoder"]
@@ -18,7 +26,9 @@ class Decoder(wiring.Component):
     serves all N layers: its output loops back to its input with the next layer's constants
     selected, in the same cycle (no bubble). For the same reason one :class:`MatVec`
     (``matrices``) computes every matrix–vector product, the layers' four and the LM head's,
-    each matrix a bank of it: its ``lanes`` multipliers are the decoder's MAC array.
+    each matrix a bank of it: its ``lanes`` multipliers are the decoder's MAC array. Likewise
+    one :class:`RMSNorm` (``norm``) computes every norm, the layers' two and the final one, each
+    a bank of it.
 
     Parameters
     ----------
@@ -98,10 +108,13 @@ class Decoder(wiring.Component):
             **stack_matrices([*layer_matrices(p["layers"]), p["head"]]),
             "rows_per_cycle": p.get("matrix_rows", 1)})
         self._head_bank = self.matrices.banks - 1
+        # Banks: every layer's two norms (layer_norms), then the final norm.
+        self.norm = RMSNorm(rsqrt_table=p["rsqrt"], banks=2 * len(p["layers"]) + 1,
+                            **stack_norms([*layer_norms(p["layers"]), p["norm"]]))
+        self._final_norm_bank = self.norm.banks - 1
         self.layer = DecoderLayer(layers=p["layers"], dim=self._dim, context=self._context,
-                                  rsqrt=p["rsqrt"], exp2=p["exp2"], rope_cos=p["rope_cos"],
-                                  rope_sin=p["rope_sin"], matvec=self.matrices)
-        self.norm = RMSNorm(rsqrt_table=p["rsqrt"], **p["norm"])
+                                  exp2=p["exp2"], rope_cos=p["rope_cos"],
+                                  rope_sin=p["rope_sin"], matvec=self.matrices, norm=self.norm)
         self.argmax = Argmax(n=self._vocab, **p["argmax"])
         self._token_bits = token_bits(self._vocab)
         super().__init__(decoder_signature(self._vocab))
@@ -174,30 +187,36 @@ class Decoder(wiring.Component):
             layer.i.payload.x.eq(Mux(from_embed, self.embed.o.payload.as_value(),
                                      layer.o.payload.x.as_value())),
             layer.i.payload.pos.eq(pos),
-            self.norm.i.payload.eq(layer.o.payload.x),
         ]
-        # The MAC array's two clients, never both waiting: the layer, and the head after the
-        # final norm. `to_head` routes the product back to whoever asked for it.
-        to_head = Signal()
+        # The shared norm's and the MAC array's two clients, never both waiting: the layer, and
+        # the final norm then the head. `final` (set at the final norm's input transfer, cleared
+        # at the layer's next request) routes both units' results back to whoever asked.
+        norm = self.norm
+        final, final_request = Signal(), Signal()
+        m.d.comb += [
+            norm.i.valid.eq(layer.norm_i.valid | final_request),
+            norm.i.payload.eq(Mux(final_request, layer.o.payload.x, layer.norm_i.payload)),
+            layer.norm_i.ready.eq(norm.i.ready),
+            norm.bank.eq(Mux(final, self._final_norm_bank, layer.norm_bank)),
+            layer.norm_o.valid.eq(norm.o.valid & ~final),
+            layer.norm_o.payload.eq(norm.o.payload),
+            norm.o.ready.eq(Mux(final, mv.i.ready, layer.norm_o.ready)),
+        ]
+        with m.If(norm.i.valid & norm.i.ready):
+            m.d.sync += final.eq(final_request)
         head_x = Signal.like(mv.i.payload)
-        m.d.comb += head_x.as_value()[:len(self.norm.o.payload.as_value())].eq(
-            self.norm.o.payload)
+        m.d.comb += head_x.as_value()[:len(norm.o.payload.as_value())].eq(norm.o.payload)
         m.d.comb += [
-            mv.i.valid.eq(layer.mv_i.valid | self.norm.o.valid),
-            mv.i.payload.eq(Mux(self.norm.o.valid, head_x, layer.mv_i.payload.x)),
-            mv.bank.eq(Mux(self.norm.o.valid, self._head_bank, layer.mv_i.payload.bank)),
+            mv.i.valid.eq(layer.mv_i.valid | (norm.o.valid & final)),
+            mv.i.payload.eq(Mux(final, head_x, layer.mv_i.payload.x)),
+            mv.bank.eq(Mux(final, self._head_bank, layer.mv_i.payload.bank)),
             layer.mv_i.ready.eq(mv.i.ready),
-            self.norm.o.ready.eq(mv.i.ready),
-        ]
-        with m.If(mv.i.valid & mv.i.ready):
-            m.d.sync += to_head.eq(self.norm.o.valid)
-        m.d.comb += [
-            layer.mv_o.valid.eq(mv.o.valid & ~to_head),
+            layer.mv_o.valid.eq(mv.o.valid & ~final),
             layer.mv_o.payload.eq(mv.o.payload),
-            self.argmax.i.valid.eq(mv.o.valid & to_head),
+            self.argmax.i.valid.eq(mv.o.valid & final),
             self.argmax.i.payload.eq(matvec_result(m, mv, mv.o.payload, self._head_bank,
                                                    mv.bank_out_bits(self._head_bank))),
-            mv.o.ready.eq(Mux(to_head, self.argmax.i.ready, layer.mv_o.ready)),
+            mv.o.ready.eq(Mux(final, self.argmax.i.ready, layer.mv_o.ready)),
         ]
         m.d.comb += self.embed.i.payload.eq(token)
 
@@ -208,8 +227,8 @@ class Decoder(wiring.Component):
                     m.next = "LAYERS"
             with m.State("LAYERS"):
                 m.d.comb += [self.busy.eq(1),
-                             self.norm.i.valid.eq(layer.o.valid & want & ~looping),
-                             layer.o.ready.eq(looping | ~want | self.norm.i.ready)]
+                             final_request.eq(layer.o.valid & want & ~looping),
+                             layer.o.ready.eq(looping | ~want | norm.i.ready)]
                 with m.If(layer.o.valid & layer.o.ready & ~looping):
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(want):

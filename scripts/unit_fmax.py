@@ -6,7 +6,7 @@ lanes) on its own, in a minute or a few each, so that the paths inside the units
 together (the MAC array, ``matrices``, holds every weight and places about as slowly as the whole
 decoder):
 
-    python scripts/unit_fmax.py [MODEL] --lanes 64 --vector-lanes 2 [--units attention,norm1]
+    python scripts/unit_fmax.py [MODEL] --lanes 64 --vector-lanes 2 [--units attention,norm]
 
 Each unit sits in a harness: its inputs come from a shift register fed by one pin, its outputs
 go into registers folded by an XOR tree into one pin, so yosys keeps all of its logic and every
@@ -32,7 +32,7 @@ from hardwire.gen.boards import board_named
 from hardwire.gen.hardware import HardwareConfig, decoder_params
 from hardwire.hdl.decoder import Decoder
 
-LAYER_UNITS = ("norm1", "rope", "attention", "add1", "norm2", "swiglu", "add2")
+LAYER_UNITS = ("rope", "attention", "add", "swiglu")
 
 
 class UnitHarness(wiring.Component):

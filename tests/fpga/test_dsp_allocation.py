@@ -15,6 +15,7 @@ from hardwire.gen import fpga
 from hardwire.gen.boards import BoardSystem, board_named
 from hardwire.gen.compile import CompileOptions, compile_model
 from hardwire.gen.dsp_allocation import (
+    UNIT_GROUPS,
     choose,
     describe,
     groups_of,
@@ -40,29 +41,42 @@ def test_groups_get_blocks_in_order_while_they_fit(available, taken, blocks):
 def test_groups_and_counts_come_from_the_design_and_yosys():
     rtlil = "wire width 10 \\mac_row1_lane3\nwire width 10 \\mac_row0_lane0\n"
     assert groups_of(rtlil) == GROUPS and groups_of("wire \\x\n") == ["units"]
+    # The named units the design's source attributes mention, in UNIT_GROUPS' order.
+    sources = ('attribute \\src "/x/hdl/swiglu.py:40"\nwire \\mac_row0_lane0\n'
+               'attribute \\src "/x/hdl/attention.py:9|/x/hdl/layer.py:3"\n')
+    assert groups_of(sources) == ["mac_row0", "attention", "swiglu", "units"]
     assert parse_counts("64 objects.\n128 objects.\n176 objects.\n211 objects.\n",
                         GROUPS) == COUNTS
     with pytest.raises(ToolchainError, match="unexpected"):
         parse_counts("64 objects.\n", GROUPS)
     with pytest.raises(ValueError, match="unknown multiplier group"):
         selection("mac")
+    assert selection("rope").endswith("a:src=*/rope.py:* %i")
+    # The rest: every named unit's and the MAC array's taken away.
+    assert all(f"a:src=*/{u}.py:* %d" in selection("units") for u in ("matvec", *UNIT_GROUPS))
 
 
 def test_mapping_scripts():
     lines = mapping_script(["mac_row1", "units"]).splitlines()
     # The chosen groups first (mul2dsp renames what it skips), then the wide ones.
     assert lines[0].endswith("w:*mac_row1_lane* %ci1 t:$mul %i")
-    assert lines[1].endswith("a:src=*matvec.py:* %d")
+    assert lines[1].endswith("a:src=*/embedding.py:* %d")
     assert all("DSP_A_MINWIDTH=2" in line for line in lines[:2])
     assert lines[2].endswith("DSP_B_MINWIDTH=9") and lines[3] == "chtype -set $mul t:$__soft_mul"
     assert len(mapping_script([]).splitlines()) == 2
     assert describe({"groups": ["mac_row0", "units"], "blocks": 147, "available": 156,
                      "counts": COUNTS}) == (
-        "DSP blocks: the wide multipliers, 1 of the MAC array's 2 rows of products, the other "
-        "units' narrow multipliers (147 of 156)")
+        "DSP blocks: the wide multipliers, 1 of the MAC array's 2 rows of products, the narrow "
+        "multipliers of the other units (147 of 156); in LUTs: mac_row1")
     assert describe({"groups": GROUPS, "blocks": 211, "available": 256, "counts": COUNTS}) == (
-        "DSP blocks: the wide multipliers, the MAC array's products, the other units' narrow "
-        "multipliers (211 of 256); every multiplier has one")
+        "DSP blocks: the wide multipliers, the MAC array's products, the narrow multipliers of "
+        "the other units (211 of 256); every multiplier has one")
+    # Groups without a multiplier are not named, taken or not.
+    counts = {"mac_row0": 4, "attention": 8, "rope": 4, "swiglu": 0, "units": 0, "wide": 9}
+    assert describe({"groups": ["mac_row0", "rope", "swiglu", "units"], "blocks": 17,
+                     "available": 20, "counts": counts}) == (
+        "DSP blocks: the wide multipliers, the MAC array's products, the narrow multipliers of "
+        "rope (17 of 20); in LUTs: attention")
 
 
 def _yosys_blocks(build_dir, tools):
@@ -85,17 +99,21 @@ def test_synthesis_maps_the_predicted_blocks(tmp_path):
                                    model_id=fpga.model_id(manifest)), board=board, pll=None)
     _, tools, dsp = fpga.prepare_flow(top, board, tmp_path / "all")
     counts = dsp["counts"]
-    # Two rows of 4 products in the MAC array; the other units' narrow ones and the wide ones.
-    assert list(counts) == ["mac_row0", "mac_row1", "units", "wide"]
-    assert counts["mac_row0"] == counts["mac_row1"] == 4 and counts["units"] > 4
-    assert dsp["groups"] == ["mac_row0", "mac_row1", "units"]
+    # Two rows of 4 products in the MAC array; each unit's narrow ones, the rest, the wide ones.
+    assert list(counts) == ["mac_row0", "mac_row1", *UNIT_GROUPS, "units", "wide"]
+    assert counts["mac_row0"] == counts["mac_row1"] == 4 and counts["attention"] >= 4
+    assert counts["rope"] > 0 and counts["swiglu"] > 0 and counts["embedding"] > 0
+    assert dsp["groups"] == list(counts)[:-1]
     assert dsp["blocks"] == sum(counts.values()) == _yosys_blocks(tmp_path / "all", tools)
-    # Room for one row and a bit: the second row's products and the units' go to LUTs.
+    # Room for one row and a bit: the second row's products go to LUTs, and what the bit holds
+    # of the units' goes to blocks.
     room = counts["wide"] + counts["mac_row0"] + counts["mac_row1"] - 1
     _, tools, dsp = fpga.prepare_flow(top, dataclasses.replace(board, dsp_blocks=room),
                                       tmp_path / "row")
-    assert dsp["groups"] == ["mac_row0"]
-    assert dsp["blocks"] == counts["wide"] + 4 == _yosys_blocks(tmp_path / "row", tools)
+    assert dsp["groups"][0] == "mac_row0" and "mac_row1" not in dsp["groups"]
+    assert dsp["groups"][1:] == choose(counts, list(counts)[2:-1], room - 4)[0]
+    predicted = counts["wide"] + sum(counts[g] for g in dsp["groups"])
+    assert dsp["blocks"] == predicted == _yosys_blocks(tmp_path / "row", tools)
 
 
 class _Stop(Exception):

@@ -11,6 +11,7 @@ from quant_helpers import random_loaded
 from hardwire.cli import main
 from hardwire.errors import ConfigError
 from hardwire.gen.boards import BOARDS, board_named, plan_pll
+from hardwire.gen.dsp_allocation import UNIT_GROUPS
 from hardwire.gen.fpga import (
     flow_stage,
     fpga_tools,
@@ -123,7 +124,7 @@ def test_minimal_build_for_ulx3s(tmp_path, capsys):
     assert all(r["over"] == 0 for r in rows.values())
     # The DSP blocks hold every multiplier, and exactly as many as the count predicted.
     dsp = report["dsp_mapping"]
-    assert dsp["groups"] == ["mac_row0", "units"]
+    assert dsp["groups"] == ["mac_row0", *UNIT_GROUPS, "units"]
     assert dsp["available"] == rows["MULT18X18D"]["available"] == 156
     assert dsp["blocks"] == rows["MULT18X18D"]["used"] == sum(dsp["counts"].values())
     fmax = report["clock"]["fmax_mhz"]
@@ -194,15 +195,15 @@ def test_unit_fmax_script_routes_one_unit(tmp_path, capsys):
     unit_fmax = runpy.run_path(str(script))
     out = tmp_path / "units"
     assert unit_fmax["main"]([str(tmp_path / "minimal.hwq"), "--lanes", "1", "--vector-lanes",
-                              "1", "--units", "add1,norm1", "--out", str(out)]) == 0
+                              "1", "--units", "add,norm", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = {row["unit"]: row for row in report["units"]}
-    assert set(rows) == {"add1", "norm1"}
+    assert set(rows) == {"add", "norm"}
     for row in rows.values():
         assert row["exit"] == 0 and row["fmax_mhz"] > 0 and row["critical_path"]
     # The norm has a multiplier chain and ROMs, the residual add only adders: more logic.
-    assert rows["norm1"]["lut4"] > rows["add1"]["lut4"] > 0
-    assert "add1" in capsys.readouterr().out
+    assert rows["norm"]["lut4"] > rows["add"]["lut4"] > 0
+    assert "add" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         unit_fmax["main"]([str(tmp_path / "minimal.hwq"), "--units", "nope"])
     assert exc.value.code == 2 and "no unit nope" in capsys.readouterr().err

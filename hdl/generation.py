@@ -51,7 +51,8 @@ class GenerationLoop:
 
     def states(self, m, *, result, result_valid=1, result_ready=None):
         """Add the states to the FSM open in ``m``. ``result`` is the next token (valid with
-        ``result_valid``); ``result_ready``, when given, is driven with its transfer."""
+        ``result_valid``); ``result_ready``, when given, is driven with its transfer, or high in
+        an ``abort`` cycle too, so the caller must reset the result's unit with ``start``."""
         dut = self._dut
         eos_hit, full_next, ends = Signal(), Signal(), Signal()
         if self._eos is not None:
@@ -77,7 +78,11 @@ class GenerationLoop:
             m.d.comb += [dut.busy.eq(1), dut.o.valid.eq(result_valid & ~self.abort),
                          dut.o.payload.token.eq(result), dut.o.payload.last.eq(ends)]
             if result_ready is not None:
-                m.d.comb += result_ready.eq(dut.o.ready & ~self.abort)
+                # Not gated by `abort`: start and rst reset every register of the decoder at
+                # that edge, the result's unit included, so a transfer it sees then is undone.
+                # Kept out, `abort` (a net across the die) stays off the handshake path into
+                # MatVec's output register, which was the critical path.
+                m.d.comb += result_ready.eq(dut.o.ready)
             with m.If(dut.o.valid & dut.o.ready):
                 m.d.sync += [self.left.eq(self.left - 1), self.token.eq(result)]
                 with m.If(ends):

@@ -135,7 +135,9 @@ class MatVec(wiring.Component):
     vector taken while ``o`` stalls the pipeline starts once it moves. With ``requant`` a
     finished vector that ``o`` cannot take waits in the collection register and the pipeline
     stops at the next row, so the stall, which enables every pipeline register, comes from
-    flip-flops alone (``o.ready`` reaches only the output register).
+    flip-flops alone (``o.ready`` reaches only the output register; and when every bank takes
+    2 cycles or more a vector, only ``o.valid``: a vector finished while ``o`` is full then
+    moves to ``o`` in the cycle after ``o`` empties, one cycle later than it could).
 
     Timing (both streams always ready)
     ----------------------------------
@@ -810,10 +812,15 @@ class MatVec(wiring.Component):
             ys.append(y)
         collect = Signal(data.ArrayLayout(signed(out_bits), self._out))
         shifted = [collect[k + R] for k in range(self._out - R)] + ys
-        # A finished vector goes to `o` if it is free (or leaves in this cycle); otherwise it
-        # stays `held` in `collect` and moves to `o` in the cycle `o` frees, so the output's
-        # timing is what it would be had the final row waited in stage 4.
-        o_free = ~self.o.valid | self.o.ready
+        # A finished vector goes to `o` if it is free; otherwise it stays `held` in `collect`
+        # and moves to `o` once `o` is free. When every bank takes 2 cycles or more a vector,
+        # vectors finish 2 cycles apart or more, so with `o` always ready `o` is always empty
+        # by then: "free" is then `~o.valid` alone, and `o.ready`, a handshake from other
+        # units, stays off the enable of the output register (thousands of flip-flops, the
+        # design's critical path when it was there).
+        o_free = ~self.o.valid
+        if min(self.bank_cycles_per_vector(b) for b in range(self.banks)) < 2:
+            o_free = o_free | self.o.ready
         with m.If(s4_valid & ~stall):
             m.d.sync += [collect[k].eq(v) for k, v in enumerate(shifted)]
             with m.If(s4_final):

@@ -54,8 +54,8 @@ def add_arguments(parser):
                         help="lane counts built for the board (default 16,32,64)")
     parser.add_argument("--fpga-matrix-rows", type=int, default=2, metavar="R",
                         help="--matrix-rows of the fpga builds (default 2, as make fpga)")
-    parser.add_argument("--fpga-vector-lanes", type=int, default=2, metavar="N",
-                        help="--vector-lanes of the fpga builds (default 2, as make fpga)")
+    parser.add_argument("--fpga-vector-lanes", type=int, default=4, metavar="N",
+                        help="--vector-lanes of the fpga builds (default 4, as make fpga)")
     parser.add_argument("--fpga-clock", type=float, default=None, metavar="MHZ",
                         help="design clock of the fpga builds (default: the board's oscillator)")
     parser.add_argument("--fpga-seed", type=int, default=2, metavar="N",

@@ -7,7 +7,7 @@ PEERS    := $(VENV)/.installed-peers
 BOARD    ?= ulx3s-85f
 LANES    ?= 16
 # Lanes of make fpga: kjv's one MAC array at 64 lanes x 2 rows routes on the ULX3S 85F with
-# nextpnr seed 2, 34.3 MHz post-route (docs/fpga.md); another netlist may need another seed.
+# nextpnr seed 2, 39.55 MHz post-route (docs/fpga.md); another netlist may need another seed.
 FPGA_LANES ?= 64
 FPGA_MATRIX_ROWS ?= 2
 FPGA_SEED  ?= 2
@@ -17,7 +17,7 @@ FPGA_SEED  ?= 2
 # FPGA_LANES.
 VECTOR_LANES ?= 4
 # Design clock of make fpga (a PLL from the 25 MHz oscillator). kjv routed at this setting
-# reaches 34.3 MHz post-route (docs/fpga.md); the margin covers other seeds.
+# reaches 39.55 MHz post-route (docs/fpga.md); the margin covers other seeds.
 FPGA_MHZ ?= 20
 # UART of make fpga: 1 Mbaud divides 20 MHz exactly and carries 33,333 tokens/s (115,200 would
 # carry 3,840, fewer than the design makes); talk to it with `hardwire chat kjv --lanes 64

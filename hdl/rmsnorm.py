@@ -170,13 +170,12 @@ class RMSNorm(VectorUnit):
         # index as the layer output loops back) sets it in time.
         first = Signal()
         m.d.comb += first.eq(summing & (seq.count == 0))
-        bank = None
+        live = bank = None
         if self._banks > 1:
-            bank = Signal(range(self._banks), name="bank_held")
+            live, bank = self.bank, Signal(range(self._banks), name="bank_held")
             with m.If(first):
-                m.d.sync += bank.eq(self.bank)
-        eps = bank_select(m, None if bank is None else self.bank, self._epss, unsigned(40),
-                          name="eps")
+                m.d.sync += bank.eq(live)
+        eps = bank_select(m, live, self._epss, unsigned(40), name="eps")
         u = Signal(unsigned(self.sum_bits))
         with m.If(summing):
             m.d.sync += u.eq(Mux(first, eps, u) + adder_tree(xs[0][lane] * xs[0][lane]
